@@ -10,6 +10,9 @@ create table review_requests (
     -- SHA-256 of the request body as received: the same request id with other content is a
     -- conflicting duplicate and is rejected, never merged.
     content_sha256    bytea not null,
+    -- Identical copies received after the first (HIS retries, broker redeliveries): deduplicated,
+    -- counted so that an operator can see a retry storm.
+    duplicates_received int not null default 0,
     kind              text not null check (kind in ('ecg', 'imaging', 'pathology')),
     priority          text not null check (priority in ('stat', 'asap', 'urgent', 'routine')),
     department        text not null,

@@ -10,5 +10,7 @@ create table outbox (
     message_id     text not null,
     correlation_id text not null,
     body           bytea not null,
+    -- Extra string headers as [[name, value], ...]; used for dead-letter reasons.
+    headers        jsonb not null default '[]',
     created_at     timestamptz not null default now()
 );

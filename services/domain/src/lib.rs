@@ -5,11 +5,13 @@
 //! [`wire`], where every missing or out-of-range field becomes a typed [`Rejection`].
 
 mod codes;
+mod event;
 mod request;
 mod state;
 pub mod wire;
 
 pub use codes::{HospitalCode, OriginRequestId, PoolCode, ReviewerId};
+pub use event::{EventError, LifecycleFact};
 pub use request::{
     EcgLead, EcgStudy, ImagingStudy, PathologyCase, Patient, ReviewRequest, Sex, Slide, Study,
 };

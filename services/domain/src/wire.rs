@@ -195,7 +195,9 @@ pub fn review_request_from_wire(
         .as_ref()
         .ok_or_else(|| Rejection::missing("requested_at"))
         .and_then(|at| from_timestamp(at, "requested_at"))?;
-    if requested_at > now + Duration::minutes(limits::MAX_CLOCK_SKEW_MINUTES) {
+    let latest_acceptable =
+        now.checked_add_signed(Duration::minutes(limits::MAX_CLOCK_SKEW_MINUTES));
+    if latest_acceptable.is_some_and(|latest| requested_at > latest) {
         return Err(Rejection::invalid(
             "requested_at",
             "lies in the future; check the sender's clock",

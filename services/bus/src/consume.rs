@@ -1,0 +1,85 @@
+//! The one consume loop every telerelay consumer uses: explicit prefetch, manual acks, handlers
+//! run concurrently up to the prefetch, and a clean drain when asked to stop.
+
+use futures::{StreamExt, TryStreamExt};
+use lapin::Channel;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::future::Future;
+use tokio_util::sync::CancellationToken;
+
+/// What a handler decided about a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Its effect is durable: ack it.
+    Done,
+    /// This very message made processing fail: return it to the queue. This counts towards the
+    /// delivery limit, after which the broker dead-letters it. Never used for transient faults.
+    Failed,
+    /// Shutdown came while waiting out an outage: leave it unacked for the next consumer.
+    Abandoned,
+}
+
+/// Consumes `queue` until `stop` is cancelled, then returns once every handler in flight has
+/// finished and been acked. Returns an error when the channel or connection fails; the caller's
+/// supervisor reconnects, and unacked deliveries return to the queue.
+pub async fn consume_until<F, Fut>(
+    channel: &Channel,
+    queue: &str,
+    consumer_name: &str,
+    prefetch: u16,
+    stop: CancellationToken,
+    handler: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Delivery) -> Fut,
+    Fut: Future<Output = anyhow::Result<Handled>>,
+{
+    // Prefetch bounds the memory and the work in flight per consumer.
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            format!("{consumer_name}-{}", uuid::Uuid::new_v4())
+                .as_str()
+                .into(),
+            // Manual acks: a delivery is acked only once its effect is durable. Not exclusive:
+            // several instances of a service compete for the queue.
+            BasicConsumeOptions {
+                no_ack: false,
+                exclusive: false,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue, "consuming");
+    consumer
+        .take_until(stop.cancelled_owned())
+        .map_err(anyhow::Error::from)
+        .try_for_each_concurrent(usize::from(prefetch), |delivery| {
+            let acker = delivery.acker.clone();
+            let handled = handler(delivery);
+            async move {
+                match handled.await? {
+                    Handled::Done => {
+                        acker.ack(BasicAckOptions::default()).await?;
+                    }
+                    Handled::Failed => {
+                        acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                multiple: false,
+                            })
+                            .await?;
+                    }
+                    Handled::Abandoned => {}
+                }
+                Ok(())
+            }
+        })
+        .await
+}

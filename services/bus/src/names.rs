@@ -1,0 +1,77 @@
+//! Every exchange and queue name, derived from one namespace. Production uses the namespace
+//! `telerelay`; each test uses a random one so tests run in parallel on one broker.
+
+use domain::{HospitalCode, PoolCode, Priority};
+
+/// The names of telerelay's exchanges and queues under one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    namespace: String,
+}
+
+impl Names {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Topic exchange origins publish requests to, routing key `<origin code>.<kind>`.
+    pub fn requests_exchange(&self) -> String {
+        format!("{}.requests", self.namespace)
+    }
+
+    /// Direct exchange for routed work, routing key `<pool>.<priority>`.
+    pub fn review_exchange(&self) -> String {
+        format!("{}.review", self.namespace)
+    }
+
+    /// Topic exchange for everything sent back to an origin, routing key `<origin>.<notice>`.
+    pub fn results_exchange(&self) -> String {
+        format!("{}.results", self.namespace)
+    }
+
+    /// Topic exchange for lifecycle events, routing key `<origin>.<state>`.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.namespace)
+    }
+
+    /// Topic exchange for dead letters, routing key = the queue the message died in.
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead-letter", self.namespace)
+    }
+
+    pub fn dispatcher_queue(&self) -> String {
+        format!("{}.dispatcher", self.namespace)
+    }
+
+    /// One lane per pool and priority: urgent work never queues behind routine work.
+    pub fn review_lane(&self, pool: &PoolCode, priority: Priority) -> String {
+        format!("{}.review.{}.{}", self.namespace, pool, priority.as_str())
+    }
+
+    pub fn review_routing_key(pool: &PoolCode, priority: Priority) -> String {
+        format!("{}.{}", pool, priority.as_str())
+    }
+
+    /// The origin's own results queue: only that hospital's broker user may read it.
+    pub fn origin_results_queue(&self, origin: &HospitalCode) -> String {
+        format!("{}.results.{}", self.namespace, origin)
+    }
+
+    pub fn recorder_results_queue(&self) -> String {
+        format!("{}.recorder.results", self.namespace)
+    }
+
+    pub fn recorder_events_queue(&self) -> String {
+        format!("{}.recorder.events", self.namespace)
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead-letters", self.namespace)
+    }
+}

@@ -1,0 +1,466 @@
+//! What happens to one request: the checks in order, then routing or refusal.
+//!
+//! The checks run cheapest and most fundamental first: size, readable body, valid fields, known
+//! origin, broker-verified sender, a pool to route to. The first failure is the reason the
+//! sender is told.
+
+use crate::{Context, SessionState, dead_letter_for};
+use bus::lapin::message::Delivery;
+use bus::messages;
+use chrono::{DateTime, Utc};
+use contract::v1;
+use domain::{
+    HospitalCode, LifecycleFact, Rejection, RejectionReason, RequestState, ReviewRequest,
+};
+use store::requests::{Acceptance, NewRequest, Refusal};
+use uuid::Uuid;
+
+/// How processing a delivery can fail.
+pub(crate) enum Failure {
+    /// Shutdown came while waiting out an outage; the delivery stays unacked.
+    ShuttingDown,
+    /// The broker connection failed; the session must reconnect.
+    Broker(anyhow::Error),
+    /// Processing this very message fails for a reason that waiting will not fix.
+    Poison(anyhow::Error),
+}
+
+impl Failure {
+    fn from_database(error: sqlx::Error, shutdown: bool) -> Self {
+        if store::is_transient(&error) && shutdown {
+            Failure::ShuttingDown
+        } else {
+            Failure::Poison(anyhow::Error::new(error).context("database refused the write"))
+        }
+    }
+}
+
+/// The identity facts of a delivery, known before its body is read.
+struct Envelope {
+    message_key: String,
+    message_id: String,
+    correlation_id: String,
+    /// The broker-verified publishing user, if the publisher set `user_id`.
+    user_id: Option<String>,
+}
+
+impl Envelope {
+    fn of(delivery: &Delivery) -> Self {
+        let properties = &delivery.properties;
+        let message_id = properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default();
+        let message_key = if message_id.is_empty() {
+            format!(
+                "sha256:{}",
+                hex::encode(store::requests::content_sha256(&delivery.data))
+            )
+        } else {
+            message_id.clone()
+        };
+        Self {
+            message_key,
+            message_id,
+            correlation_id: properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned())
+                .unwrap_or_default(),
+            user_id: properties
+                .user_id()
+                .as_ref()
+                .map(|user| user.as_str().to_owned()),
+        }
+    }
+}
+
+pub(crate) async fn process(
+    context: &Context,
+    state: &SessionState,
+    delivery: &Delivery,
+) -> Result<(), Failure> {
+    let envelope = Envelope::of(delivery);
+    let shutdown = &context.shutdown;
+    let db = &context.db;
+    let sender = match &envelope.user_id {
+        Some(user) => store::wait_out_outages(shutdown, "sender lookup", || {
+            store::registry::hospital_of_broker_user(db, user)
+        })
+        .await
+        .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?,
+        None => None,
+    };
+    let now = Utc::now();
+
+    if delivery.data.len() > context.config.max_body_bytes {
+        let rejection = Rejection::new(
+            RejectionReason::Oversized,
+            format!(
+                "body is {} bytes; the relay accepts at most {}",
+                delivery.data.len(),
+                context.config.max_body_bytes
+            ),
+        );
+        return refuse(
+            context,
+            delivery,
+            &envelope,
+            sender.as_ref(),
+            None,
+            rejection,
+        )
+        .await;
+    }
+    let wire = match domain::wire::decode_wire_request(&delivery.data) {
+        Ok(wire) => wire,
+        Err(rejection) => {
+            return refuse(
+                context,
+                delivery,
+                &envelope,
+                sender.as_ref(),
+                None,
+                rejection,
+            )
+            .await;
+        }
+    };
+    let claimed = Claimed {
+        request_id: wire.request_id.clone(),
+        origin: wire.origin_hospital.clone(),
+    };
+    let request = match domain::wire::review_request_from_wire(wire, now) {
+        Ok(request) => request,
+        Err(rejection) => {
+            return refuse(
+                context,
+                delivery,
+                &envelope,
+                sender.as_ref(),
+                Some(&claimed),
+                rejection,
+            )
+            .await;
+        }
+    };
+    if let Err(rejection) = check_sender(context, &request, envelope.user_id.as_deref()).await? {
+        return refuse(
+            context,
+            delivery,
+            &envelope,
+            sender.as_ref(),
+            Some(&claimed),
+            rejection,
+        )
+        .await;
+    }
+    let route = store::wait_out_outages(shutdown, "routing", || {
+        store::registry::route(db, &request.origin, &request.department, request.kind())
+    })
+    .await
+    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+    let Some(route) = route else {
+        let rejection = Rejection::new(
+            RejectionReason::NoPairing,
+            format!(
+                "no reviewer pool reads {} from {} (department {}), and no province-wide backup pool is registered for {}",
+                request.kind(),
+                request.origin,
+                request.department,
+                request.kind()
+            ),
+        );
+        return refuse(
+            context,
+            delivery,
+            &envelope,
+            sender.as_ref(),
+            Some(&claimed),
+            rejection,
+        )
+        .await;
+    };
+    ensure_declared(context, state, &route.pool, &request.origin).await?;
+    accept(context, delivery, &envelope, &request, &route).await
+}
+
+/// The request id and origin as the body states them, before validation.
+struct Claimed {
+    request_id: String,
+    origin: String,
+}
+
+/// The origin must be registered, and the broker-verified `user_id` must be the origin's own
+/// broker user: a hospital cannot submit in another hospital's name.
+async fn check_sender(
+    context: &Context,
+    request: &ReviewRequest,
+    user_id: Option<&str>,
+) -> Result<Result<(), Rejection>, Failure> {
+    let shutdown = &context.shutdown;
+    let registered_user = store::wait_out_outages(shutdown, "origin lookup", || {
+        store::registry::broker_user_of(&context.db, &request.origin)
+    })
+    .await
+    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+    let Some(registered_user) = registered_user else {
+        return Ok(Err(Rejection::new(
+            RejectionReason::UnknownOrigin,
+            format!(
+                "origin hospital {} is not registered with the relay",
+                request.origin
+            ),
+        )));
+    };
+    Ok(match user_id {
+        None => Err(Rejection::new(
+            RejectionReason::SenderMismatch,
+            "the message has no user_id; publish with user_id set to your broker user",
+        )),
+        Some(user) if user != registered_user => Err(Rejection::new(
+            RejectionReason::SenderMismatch,
+            format!(
+                "broker user {user} may not submit requests for origin {}",
+                request.origin
+            ),
+        )),
+        Some(_) => Ok(()),
+    })
+}
+
+/// Declares the pool's lanes and the origin's results queue once per connection, before any
+/// routing to them is committed.
+async fn ensure_declared(
+    context: &Context,
+    state: &SessionState,
+    pool: &domain::PoolCode,
+    origin: &HospitalCode,
+) -> Result<(), Failure> {
+    let mut declared = state.declared.lock().await;
+    let channel = state.publisher.channel();
+    let pool_key = format!("pool:{pool}");
+    if !declared.contains(&pool_key) {
+        context
+            .topology
+            .declare_pool_lanes(channel, pool)
+            .await
+            .map_err(|e| Failure::Broker(e.into()))?;
+        declared.insert(pool_key);
+    }
+    let origin_key = format!("origin:{origin}");
+    if !declared.contains(&origin_key) {
+        context
+            .topology
+            .declare_origin_results(channel, origin)
+            .await
+            .map_err(|e| Failure::Broker(e.into()))?;
+        declared.insert(origin_key);
+    }
+    Ok(())
+}
+
+async fn accept(
+    context: &Context,
+    delivery: &Delivery,
+    envelope: &Envelope,
+    request: &ReviewRequest,
+    route: &store::registry::Route,
+) -> Result<(), Failure> {
+    let names = &context.topology.names;
+    let id = Uuid::new_v4();
+    let correlation_id = if envelope.correlation_id.is_empty() {
+        id.to_string()
+    } else {
+        envelope.correlation_id.clone()
+    };
+    let new_request = NewRequest {
+        id,
+        origin: &request.origin,
+        request_id: &request.request_id,
+        kind: request.kind(),
+        priority: request.priority,
+        department: &request.department,
+        subspecialty: request.subspecialty.as_deref(),
+        correlation_id: &correlation_id,
+        requested_at: request.requested_at,
+        body: &delivery.data,
+        pool: &route.pool,
+    };
+    let shutdown = &context.shutdown;
+    let outcome = store::wait_out_outages(shutdown, "recording a request", || async {
+        let mut tx = context.db.begin().await?;
+        let acceptance = store::requests::accept(&mut tx, &new_request).await?;
+        if acceptance == Acceptance::Accepted {
+            let at = store::db_now(&mut tx).await?;
+            let fact = |state: RequestState, reason: String| LifecycleFact {
+                event_id: Uuid::new_v4(),
+                request_uuid: Some(id),
+                request_id: request.request_id.to_string(),
+                origin: request.origin.to_string(),
+                state,
+                actor: format!("hospital:{}", request.origin),
+                reason,
+                pool: Some(route.pool.to_string()),
+                correlation_id: correlation_id.clone(),
+                occurred_at: at,
+            };
+            let received = fact(
+                RequestState::Received,
+                format!("{} {} request received", request.priority, request.kind()),
+            );
+            let routed = LifecycleFact {
+                actor: "service:dispatcher".into(),
+                ..fact(
+                    RequestState::Routed,
+                    format!(
+                        "routed by {} to pool {} lane {}",
+                        route.rule.as_str(),
+                        route.pool,
+                        request.priority
+                    ),
+                )
+            };
+            let messages = [
+                messages::routed_request(
+                    names,
+                    &route.pool,
+                    request.priority,
+                    id,
+                    correlation_id.clone(),
+                    delivery.data.clone(),
+                ),
+                messages::lifecycle_event(names, &received),
+                messages::lifecycle_event(names, &routed),
+            ];
+            store::outbox::enqueue(&mut tx, &messages).await?;
+        }
+        tx.commit().await?;
+        Ok(acceptance)
+    })
+    .await
+    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+
+    match outcome {
+        Acceptance::Accepted => {
+            context.outbox_wake.notify_one();
+            tracing::info!(request_uuid = %id, correlation_id, origin = %request.origin, pool = %route.pool,
+                priority = %request.priority, kind = %request.kind(), "request routed");
+            Ok(())
+        }
+        Acceptance::Duplicate { existing } => {
+            tracing::info!(request_uuid = %existing, origin = %request.origin, "duplicate of a recorded request; nothing to do");
+            Ok(())
+        }
+        Acceptance::ConflictingDuplicate { existing } => {
+            let rejection = Rejection::new(
+                RejectionReason::ConflictingDuplicate,
+                format!(
+                    "request id {} was already used for a request with different content",
+                    request.request_id
+                ),
+            );
+            tracing::warn!(request_uuid = %existing, origin = %request.origin, "request id reused with different content");
+            let claimed = Claimed {
+                request_id: request.request_id.to_string(),
+                origin: request.origin.to_string(),
+            };
+            let sender = Some(&request.origin);
+            refuse(
+                context,
+                delivery,
+                envelope,
+                sender,
+                Some(&claimed),
+                rejection,
+            )
+            .await
+        }
+    }
+}
+
+/// Records the refusal once, and in the same transaction queues the notice to the sender (when
+/// the sender is a registered hospital), the `rejected` event and the dead-letter copy with its
+/// reason. A redelivered refusal finds its record and does nothing more.
+async fn refuse(
+    context: &Context,
+    delivery: &Delivery,
+    envelope: &Envelope,
+    sender: Option<&HospitalCode>,
+    claimed: Option<&Claimed>,
+    rejection: Rejection,
+) -> Result<(), Failure> {
+    let names = &context.topology.names;
+    let request_id = claimed.map(|c| c.request_id.as_str()).unwrap_or_default();
+    let refusal = Refusal {
+        message_key: &envelope.message_key,
+        sender,
+        claimed_origin: claimed
+            .map(|c| c.origin.as_str())
+            .filter(|origin| !origin.is_empty()),
+        request_id: Some(request_id).filter(|id| !id.is_empty()),
+        reason: rejection.reason.as_str(),
+        detail: &rejection.detail,
+    };
+    let correlation_id = if envelope.correlation_id.is_empty() {
+        envelope.message_key.clone()
+    } else {
+        envelope.correlation_id.clone()
+    };
+    let shutdown = &context.shutdown;
+    let first_time = store::wait_out_outages(shutdown, "recording a refusal", || async {
+        let mut tx = context.db.begin().await?;
+        if !store::requests::record_refusal(&mut tx, &refusal).await? {
+            return Ok(false);
+        }
+        let at: DateTime<Utc> = store::db_now(&mut tx).await?;
+        let mut messages = vec![dead_letter_for(context, delivery, &rejection)];
+        let event_origin = sender
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "unknown".into());
+        messages.push(messages::lifecycle_event(
+            names,
+            &LifecycleFact {
+                event_id: Uuid::new_v4(),
+                request_uuid: None,
+                request_id: request_id.to_owned(),
+                origin: event_origin,
+                state: RequestState::Rejected,
+                actor: "service:dispatcher".into(),
+                reason: rejection.to_string(),
+                pool: None,
+                correlation_id: correlation_id.clone(),
+                occurred_at: at,
+            },
+        ));
+        if let Some(sender) = sender {
+            let notice: v1::OriginNotice =
+                rejection.to_notice(request_id, &envelope.message_id, at);
+            messages.push(messages::origin_notice(
+                names,
+                sender,
+                &notice,
+                format!("rejected:{}", envelope.message_key),
+                correlation_id.clone(),
+            ));
+        }
+        store::outbox::enqueue(&mut tx, &messages).await?;
+        tx.commit().await?;
+        Ok(true)
+    })
+    .await
+    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+    if first_time {
+        context.outbox_wake.notify_one();
+    }
+    // Only codes and reasons are logged: never the body, never patient fields.
+    tracing::warn!(
+        message_key = envelope.message_key,
+        sender = sender.map(|s| s.as_str()).unwrap_or("unidentified"),
+        reason = rejection.reason.as_str(),
+        detail = rejection.detail,
+        "request refused and dead-lettered"
+    );
+    Ok(())
+}

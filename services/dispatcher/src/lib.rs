@@ -1,0 +1,211 @@
+//! The dispatcher: consumes review requests from the origins, and for each one either routes it
+//! (recorded once in PostgreSQL, announced through the outbox) or refuses it (recorded once, the
+//! sender told why, the message dead-lettered with the reason). It acks a delivery only after
+//! that outcome is committed.
+
+mod decide;
+
+use anyhow::Context as _;
+use bus::lapin::Connection;
+use bus::{Handled, OutgoingMessage, Publisher, Topology};
+use runtime::{BrokerConfig, ConfigError, DatabaseConfig, Session};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::collections::HashSet;
+use std::sync::Arc;
+use store::outbox::OutboxRelay;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// The dispatcher's settings (env `TELERELAY_*`, see `runtime::load`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub broker: BrokerConfig,
+    #[serde(flatten)]
+    pub database: DatabaseConfig,
+    pub log_format: String,
+    /// Deliveries in flight at once; also the consumer prefetch.
+    pub prefetch: u16,
+    /// Largest request body accepted. A 12-lead 10 s ECG at 1000 Hz is about 250 KB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            broker: BrokerConfig::default(),
+            database: DatabaseConfig::default(),
+            log_format: "json".into(),
+            prefetch: 32,
+            max_body_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, ConfigError> {
+        let config = runtime::load(&Config::default())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.addresses()?;
+        self.broker.topology()?;
+        self.log_format()?;
+        if self.prefetch == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "prefetch",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(ConfigError::Invalid {
+                setting: "max_body_bytes",
+                reason: "must be 1 KiB to 64 MiB".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {
+        telemetry::LogFormat::parse(&self.log_format).ok_or(ConfigError::Invalid {
+            setting: "log_format",
+            reason: "json or pretty".into(),
+        })
+    }
+}
+
+/// What every delivery handler shares.
+pub(crate) struct Context {
+    pub config: Config,
+    pub topology: Topology,
+    pub db: PgPool,
+    pub shutdown: CancellationToken,
+    pub outbox_wake: Arc<Notify>,
+}
+
+/// Runs the dispatcher until `shutdown` is cancelled and in-flight work has drained.
+pub async fn run(config: Config, db: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let addresses = config.broker.addresses()?;
+    let context = Arc::new(Context {
+        topology: config.broker.topology()?,
+        config,
+        db,
+        shutdown: shutdown.clone(),
+        outbox_wake: Arc::new(Notify::new()),
+    });
+    runtime::supervise("dispatcher", &addresses, shutdown, |connection| {
+        session(context.clone(), connection)
+    })
+    .await
+}
+
+/// Per-connection state: what this connection has declared.
+pub(crate) struct SessionState {
+    pub publisher: Publisher,
+    /// Lanes and results queues declared on this connection; a routed request's lane is declared
+    /// before the request is committed, so the outbox never holds an unroutable message.
+    pub declared: Mutex<HashSet<String>>,
+}
+
+async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Result<Session> {
+    let names = &context.topology.names;
+    let declaring = connection.create_channel().await?;
+    context
+        .topology
+        .declare_core(&declaring)
+        .await
+        .context("declaring the core topology")?;
+    let publisher = Publisher::open(
+        &connection,
+        "dispatcher",
+        context.config.broker.confirm_timeout(),
+    )
+    .await?;
+    let state = Arc::new(SessionState {
+        publisher: publisher.clone(),
+        declared: Mutex::new(HashSet::new()),
+    });
+
+    // The outbox relay outlives the consumer by a little: it stops only after the consumer has
+    // drained, so everything committed is published before the process exits.
+    let relay_stop = CancellationToken::new();
+    let relay = OutboxRelay::new(
+        context.db.clone(),
+        publisher,
+        context.outbox_wake.clone(),
+        names.dead_letter_exchange(),
+    );
+    let mut relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+
+    let channel = connection.create_channel().await?;
+    let queue = names.dispatcher_queue();
+    let deliveries = bus::consume_until(
+        &channel,
+        &queue,
+        "dispatcher",
+        context.config.prefetch,
+        context.shutdown.clone(),
+        |delivery| {
+            let (context, state) = (context.clone(), state.clone());
+            async move { handle(&context, &state, delivery).await }
+        },
+    );
+
+    tokio::select! {
+        finished = deliveries => finished?,
+        relay_ended = &mut relay_task => {
+            relay_ended??;
+            anyhow::bail!("outbox relay stopped unexpectedly");
+        }
+    }
+    // Drained: no delivery is in flight. Let the relay publish what is left, then close.
+    relay_stop.cancel();
+    relay_task.await??;
+    channel.close(200, "draining".into()).await.ok();
+    connection.close(200, "draining".into()).await.ok();
+    tracing::info!("dispatcher drained");
+    Ok(Session::Drained)
+}
+
+/// Handles one delivery to the end: done once the outcome is durable; failed (counted towards
+/// the delivery limit) only when the message itself makes processing fail; on a broker fault,
+/// the error ends the session so that it reconnects.
+async fn handle(
+    context: &Context,
+    state: &SessionState,
+    delivery: bus::lapin::message::Delivery,
+) -> anyhow::Result<Handled> {
+    match decide::process(context, state, &delivery).await {
+        Ok(()) => Ok(Handled::Done),
+        Err(decide::Failure::ShuttingDown) => Ok(Handled::Abandoned),
+        Err(decide::Failure::Broker(error)) => Err(error),
+        Err(decide::Failure::Poison(error)) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "delivery failed; returning it (counts towards the delivery limit)"
+            );
+            Ok(Handled::Failed)
+        }
+    }
+}
+
+pub(crate) fn dead_letter_for(
+    context: &Context,
+    delivery: &bus::lapin::message::Delivery,
+    rejection: &domain::Rejection,
+) -> OutgoingMessage {
+    let names = &context.topology.names;
+    OutgoingMessage::dead_letter(
+        &names.dead_letter_exchange(),
+        &names.dispatcher_queue(),
+        delivery,
+        &bus::DeadLetterReason {
+            reason: rejection.reason.as_str().into(),
+            detail: rejection.detail.clone(),
+        },
+    )
+}

@@ -1,0 +1,278 @@
+//! The recorder: turns the relay's lifecycle events into the audit trail, and records each result
+//! delivered to an origin. Both are written exactly once: events by their event id, deliveries by
+//! (request, report version). It acks a delivery only after its transaction committed.
+
+use bus::lapin::Connection;
+use bus::lapin::message::Delivery;
+use bus::{DeadLetterReason, Handled, OutgoingMessage, Publisher, Topology};
+use contract::v1;
+use domain::LifecycleFact;
+use prost::Message;
+use runtime::{BrokerConfig, ConfigError, DatabaseConfig, Session};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::sync::Arc;
+use store::audit::Delivery as Recorded;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub broker: BrokerConfig,
+    #[serde(flatten)]
+    pub database: DatabaseConfig,
+    pub log_format: String,
+    /// Deliveries in flight per queue; also the consumer prefetch.
+    pub prefetch: u16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            broker: BrokerConfig::default(),
+            database: DatabaseConfig::default(),
+            log_format: "json".into(),
+            prefetch: 64,
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, ConfigError> {
+        let config = runtime::load(&Config::default())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.addresses()?;
+        self.broker.topology()?;
+        self.log_format()?;
+        if self.prefetch == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "prefetch",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {
+        telemetry::LogFormat::parse(&self.log_format).ok_or(ConfigError::Invalid {
+            setting: "log_format",
+            reason: "json or pretty".into(),
+        })
+    }
+}
+
+struct Context {
+    config: Config,
+    topology: Topology,
+    db: PgPool,
+    shutdown: CancellationToken,
+}
+
+/// Runs the recorder until `shutdown` is cancelled and in-flight work has drained.
+pub async fn run(config: Config, db: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let addresses = config.broker.addresses()?;
+    let context = Arc::new(Context {
+        topology: config.broker.topology()?,
+        config,
+        db,
+        shutdown: shutdown.clone(),
+    });
+    runtime::supervise("recorder", &addresses, shutdown, |connection| {
+        session(context.clone(), connection)
+    })
+    .await
+}
+
+async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Result<Session> {
+    let names = &context.topology.names;
+    context
+        .topology
+        .declare_core(&connection.create_channel().await?)
+        .await?;
+    // Only for dead-lettering what cannot be recorded, with the reason.
+    let publisher = Publisher::open(
+        &connection,
+        "recorder",
+        context.config.broker.confirm_timeout(),
+    )
+    .await?;
+    let (events_channel, results_channel) = (
+        connection.create_channel().await?,
+        connection.create_channel().await?,
+    );
+    let (events_queue, results_queue) = (
+        names.recorder_events_queue(),
+        names.recorder_results_queue(),
+    );
+    let events = bus::consume_until(
+        &events_channel,
+        &events_queue,
+        "recorder-events",
+        context.config.prefetch,
+        context.shutdown.clone(),
+        |delivery| {
+            let (context, publisher) = (context.clone(), publisher.clone());
+            async move { record_event(&context, &publisher, delivery).await }
+        },
+    );
+    let results = bus::consume_until(
+        &results_channel,
+        &results_queue,
+        "recorder-results",
+        context.config.prefetch,
+        context.shutdown.clone(),
+        |delivery| {
+            let (context, publisher) = (context.clone(), publisher.clone());
+            async move { record_result(&context, &publisher, delivery).await }
+        },
+    );
+    // Both consumers drain on shutdown; if either fails, the session reconnects.
+    tokio::try_join!(events, results)?;
+    connection.close(200, "draining".into()).await.ok();
+    tracing::info!("recorder drained");
+    Ok(Session::Drained)
+}
+
+async fn record_event(
+    context: &Context,
+    publisher: &Publisher,
+    delivery: Delivery,
+) -> anyhow::Result<Handled> {
+    let fact = match v1::LifecycleEvent::decode(delivery.data.as_slice()) {
+        Ok(event) => LifecycleFact::from_wire(event).map_err(|error| error.to_string()),
+        Err(error) => Err(format!("not a LifecycleEvent: {error}")),
+    };
+    let fact = match fact {
+        Ok(fact) => fact,
+        Err(detail) => {
+            dead_letter(
+                context,
+                publisher,
+                &delivery,
+                &context.topology.names.recorder_events_queue(),
+                "malformed_event",
+                detail,
+            )
+            .await?;
+            return Ok(Handled::Done);
+        }
+    };
+    let recorded = store::wait_out_outages(&context.shutdown, "recording an event", || {
+        store::audit::record_event(&context.db, &fact)
+    })
+    .await;
+    Ok(match recorded {
+        Ok(first_time) => {
+            tracing::debug!(request_uuid = ?fact.request_uuid, correlation_id = fact.correlation_id, state = %fact.state,
+                first_time, "event recorded");
+            Handled::Done
+        }
+        Err(error) => database_failure(context, error, "recording an event"),
+    })
+}
+
+async fn record_result(
+    context: &Context,
+    publisher: &Publisher,
+    delivery: Delivery,
+) -> anyhow::Result<Handled> {
+    let queue = context.topology.names.recorder_results_queue();
+    let notice = match v1::OriginNotice::decode(delivery.data.as_slice()) {
+        Ok(notice) => notice,
+        Err(error) => {
+            dead_letter(
+                context,
+                publisher,
+                &delivery,
+                &queue,
+                "malformed_notice",
+                format!("not an OriginNotice: {error}"),
+            )
+            .await?;
+            return Ok(Handled::Done);
+        }
+    };
+    // Refusals and returns are recorded through their lifecycle events; only results are
+    // delivered reports to stamp.
+    let Some(v1::origin_notice::Notice::Result(result)) = notice.notice else {
+        return Ok(Handled::Done);
+    };
+    let version = i32::try_from(result.report_version).unwrap_or(0);
+    let recorded = store::wait_out_outages(&context.shutdown, "recording a delivery", || {
+        store::audit::record_delivery(
+            &context.db,
+            &result.origin_hospital,
+            &result.request_id,
+            version,
+            "service:recorder",
+        )
+    })
+    .await;
+    match recorded {
+        Ok(Recorded::Recorded | Recorded::AlreadyRecorded) => {
+            tracing::info!(
+                origin = result.origin_hospital,
+                version,
+                critical = result.critical,
+                "result delivery recorded"
+            );
+            Ok(Handled::Done)
+        }
+        Ok(Recorded::Unknown) => {
+            let detail =
+                format!("no report version {version} of this request is known to the relay");
+            dead_letter(
+                context,
+                publisher,
+                &delivery,
+                &queue,
+                "unknown_result",
+                detail,
+            )
+            .await?;
+            Ok(Handled::Done)
+        }
+        Err(error) => Ok(database_failure(context, error, "recording a delivery")),
+    }
+}
+
+fn database_failure(context: &Context, error: sqlx::Error, what: &str) -> Handled {
+    if store::is_transient(&error) && context.shutdown.is_cancelled() {
+        Handled::Abandoned
+    } else {
+        tracing::error!(error = %error, what, "database refused the write; returning the delivery");
+        Handled::Failed
+    }
+}
+
+async fn dead_letter(
+    context: &Context,
+    publisher: &Publisher,
+    delivery: &Delivery,
+    source_queue: &str,
+    reason: &str,
+    detail: String,
+) -> anyhow::Result<()> {
+    tracing::warn!(
+        source_queue,
+        reason,
+        detail,
+        "dead-lettering a message the recorder cannot record"
+    );
+    let copy = OutgoingMessage::dead_letter(
+        &context.topology.names.dead_letter_exchange(),
+        source_queue,
+        delivery,
+        &DeadLetterReason {
+            reason: reason.into(),
+            detail,
+        },
+    );
+    publisher.publish(&copy).await?;
+    Ok(())
+}

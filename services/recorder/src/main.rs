@@ -1,0 +1,16 @@
+//! The recorder process: configuration, logs, signals; everything else is in the library.
+
+use secrecy::ExposeSecret;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = recorder::Config::load()?;
+    telemetry::init("recorder", config.log_format()?);
+    let db = store::connect_lazy(
+        config.database.database_url.expose_secret(),
+        config.database.database_max_connections,
+    )?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    runtime::cancel_on_signals(shutdown.clone());
+    recorder::run(config, db, shutdown).await
+}

@@ -1,0 +1,105 @@
+//! The relay operator's commands. Each connects with the same configuration as the services
+//! (`TELERELAY_AMQP_URL`, `TELERELAY_DATABASE_URL`, `TELERELAY_NAMESPACE`, ...).
+
+mod status;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use runtime::{BrokerConfig, DatabaseConfig};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "relayctl", about = "Operate a telerelay installation")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations (run once per upgrade, not by every replica).
+    Migrate,
+    /// Declare every exchange and queue: the core, each pool's lanes, each hospital's results queue.
+    Declare,
+    /// Registry commands.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Queue depths, oldest waiting request per lane, requests by state, refusals.
+    Status {
+        /// Refresh every N seconds until interrupted.
+        #[arg(long)]
+        watch: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Load hospitals, pools, reviewers and pairings from a TOML file (pairings are replaced).
+    Load { file: PathBuf },
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+struct Config {
+    #[serde(flatten)]
+    broker: BrokerConfig,
+    #[serde(flatten)]
+    database: DatabaseConfig,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config: Config = runtime::load(&Config::default())?;
+    let db = store::connect_lazy(config.database.database_url.expose_secret(), 2)?;
+    match cli.command {
+        Command::Migrate => {
+            store::MIGRATOR
+                .run(&db)
+                .await
+                .context("applying migrations")?;
+            println!("migrations applied");
+        }
+        Command::Declare => {
+            let summary = declare(&config.broker, &db).await?;
+            println!("{summary}");
+        }
+        Command::Registry(RegistryCommand::Load { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let registry: store::registry::RegistryFile =
+                toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+            let summary = store::registry::load(&db, &registry).await?;
+            println!(
+                "registry loaded: {} hospitals, {} pools, {} reviewers, {} pairings",
+                summary.hospitals, summary.pools, summary.reviewers, summary.pairings
+            );
+            // New pools and hospitals need their queues before traffic reaches them.
+            println!("{}", declare(&config.broker, &db).await?);
+        }
+        Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
+    }
+    Ok(())
+}
+
+/// Declares the whole topology from the registry; returns a one-line summary.
+async fn declare(broker: &BrokerConfig, db: &sqlx::PgPool) -> anyhow::Result<String> {
+    let topology = broker.topology()?;
+    let connection = bus::connect(&broker.addresses()?, "relayctl", 0).await?;
+    let channel = connection.create_channel().await?;
+    topology.declare_core(&channel).await?;
+    let pools = store::registry::pool_codes(db).await?;
+    for pool in &pools {
+        topology.declare_pool_lanes(&channel, pool).await?;
+    }
+    let hospitals = store::registry::hospital_codes(db).await?;
+    for hospital in &hospitals {
+        topology.declare_origin_results(&channel, hospital).await?;
+    }
+    connection.close(200, "done".into()).await.ok();
+    Ok(format!(
+        "topology declared in namespace {}: core queues, {} pools x 4 lanes, {} results queues",
+        topology.names.namespace(),
+        pools.len(),
+        hospitals.len()
+    ))
+}

@@ -1,0 +1,110 @@
+//! `relayctl status`: the relay at a glance, from the broker (queue depths) and PostgreSQL
+//! (requests by state, oldest waiting per lane, refusals).
+
+use bus::lapin::options::QueueDeclareOptions;
+use bus::lapin::types::FieldTable;
+use domain::Priority;
+use runtime::BrokerConfig;
+use sqlx::PgPool;
+use std::fmt::Write as _;
+
+pub async fn show(broker: &BrokerConfig, db: &PgPool, watch: Option<u64>) -> anyhow::Result<()> {
+    loop {
+        let text = render(broker, db).await?;
+        if watch.is_some() {
+            // Clear the screen and home the cursor for a refreshing view.
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{text}");
+        let Some(seconds) = watch else { return Ok(()) };
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(seconds.max(1))) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String> {
+    let topology = broker.topology()?;
+    let names = &topology.names;
+    let connection = bus::connect(&broker.addresses()?, "relayctl-status", 0).await?;
+    let now = chrono::Utc::now();
+    let mut out = String::new();
+    writeln!(
+        out,
+        "telerelay status at {} (namespace {})",
+        now.format("%Y-%m-%d %H:%M:%S UTC"),
+        names.namespace()
+    )?;
+
+    writeln!(out, "\nqueues (messages waiting / consumers)")?;
+    let mut queues = vec![
+        names.dispatcher_queue(),
+        names.recorder_events_queue(),
+        names.recorder_results_queue(),
+        names.dead_letter_queue(),
+    ];
+    for pool in store::registry::pool_codes(db).await? {
+        queues.extend(
+            Priority::LANES_MOST_URGENT_FIRST
+                .iter()
+                .map(|priority| names.review_lane(&pool, *priority)),
+        );
+    }
+    for queue in queues {
+        // A passive declare only reads the counters. A missing queue closes the channel, so each
+        // check gets its own.
+        let channel = connection.create_channel().await?;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        match channel
+            .queue_declare(queue.as_str().into(), options, FieldTable::default())
+            .await
+        {
+            Ok(found)
+                if found.message_count() > 0
+                    || found.consumer_count() > 0
+                    || !queue.contains(".review.") =>
+            {
+                writeln!(
+                    out,
+                    "  {queue:<48} {:>8} / {}",
+                    found.message_count(),
+                    found.consumer_count()
+                )?;
+            }
+            Ok(_) => {}
+            Err(_) => writeln!(out, "  {queue:<48} (not declared)")?,
+        }
+    }
+    connection.close(200, "done".into()).await.ok();
+
+    writeln!(out, "\nwaiting for a reviewer (routed, not claimed)")?;
+    let lanes = store::status::waiting_per_lane(db).await?;
+    if lanes.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for lane in lanes {
+        let age = now - lane.oldest_routed_at;
+        writeln!(
+            out,
+            "  {:<16} {:<8} {:>6} waiting, oldest {} s",
+            lane.pool,
+            lane.priority,
+            lane.waiting,
+            age.num_seconds()
+        )?;
+    }
+
+    writeln!(out, "\nrequests by state")?;
+    for (state, count) in store::status::requests_by_state(db).await? {
+        writeln!(out, "  {state:<14} {count:>8}")?;
+    }
+    writeln!(out, "\nrefused messages by reason")?;
+    for (reason, count) in store::status::refusals_by_reason(db).await? {
+        writeln!(out, "  {reason:<22} {count:>8}")?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,292 @@
+//! Routes, authentication and the report / return calls.
+
+use crate::error::ApiError;
+use crate::{Desk, view, worklist};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bus::messages;
+use contract::v1;
+use domain::{LifecycleFact, RequestState, ReturnReason};
+use serde::Deserialize;
+use std::sync::Arc;
+use store::registry::Reviewer;
+use uuid::Uuid;
+
+pub(crate) fn router(desk: Arc<Desk>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/v1/worklist/next", post(next))
+        .route("/v1/requests/{id}/report", post(report))
+        .route("/v1/requests/{id}/return", post(return_request))
+        .with_state(desk)
+}
+
+/// The reviewer behind the bearer token.
+pub(crate) struct Authenticated(pub Reviewer);
+
+impl FromRequestParts<Arc<Desk>> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, desk: &Arc<Desk>) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        let reviewer = store::registry::reviewer_by_token(&desk.db, token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Authenticated(reviewer))
+    }
+}
+
+async fn ready(State(desk): State<Arc<Desk>>) -> Result<&'static str, ApiError> {
+    sqlx::query("select 1").execute(&desk.db).await?;
+    desk.broker
+        .channel()
+        .ok_or_else(|| ApiError::Unavailable(anyhow::anyhow!("broker not connected")))?;
+    Ok("ready")
+}
+
+async fn next(
+    State(desk): State<Arc<Desk>>,
+    Authenticated(reviewer): Authenticated,
+) -> Result<Response, ApiError> {
+    match worklist::claim_next(&desk, &reviewer).await? {
+        Some(claimed) => Ok(Json(view::claimed_request(&claimed)?).into_response()),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportBody {
+    findings: String,
+    conclusion: String,
+    #[serde(default)]
+    critical: bool,
+    critical_finding: Option<String>,
+}
+
+const MAX_REPORT_TEXT: usize = 20_000;
+
+async fn report(
+    State(desk): State<Arc<Desk>>,
+    Authenticated(reviewer): Authenticated,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ReportBody>,
+) -> Result<Response, ApiError> {
+    if body.findings.trim().is_empty() || body.conclusion.trim().is_empty() {
+        return Err(ApiError::Invalid(
+            "findings and conclusion are required".into(),
+        ));
+    }
+    if body.findings.len() > MAX_REPORT_TEXT || body.conclusion.len() > MAX_REPORT_TEXT {
+        return Err(ApiError::Invalid(format!(
+            "findings and conclusion are limited to {MAX_REPORT_TEXT} bytes"
+        )));
+    }
+    let critical_finding = body
+        .critical_finding
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.is_empty());
+    if body.critical && critical_finding.is_none() {
+        return Err(ApiError::Invalid(
+            "a critical report must name the critical finding".into(),
+        ));
+    }
+    let names = &desk.topology.names;
+    let mut tx = desk.db.begin().await?;
+    let held = hold(&mut tx, id, &reviewer).await?;
+    let (version, reported_at) = store::review::record_report(
+        &mut tx,
+        &store::review::NewResult {
+            request: id,
+            status: "final",
+            reviewer: &reviewer.id,
+            findings: &body.findings,
+            conclusion: &body.conclusion,
+            critical: body.critical,
+            critical_finding,
+        },
+    )
+    .await?;
+    let origin = origin_code(&held.origin)?;
+    let result = v1::OriginNotice {
+        notice: Some(v1::origin_notice::Notice::Result(v1::ReviewResult {
+            request_id: held.request_id.clone(),
+            origin_hospital: held.origin.clone(),
+            report_version: u32::try_from(version).unwrap_or_default(),
+            status: v1::ReportStatus::Final as i32,
+            reviewer_id: reviewer.id.clone(),
+            reviewer_hospital: reviewer.hospital.clone(),
+            findings: body.findings.clone(),
+            conclusion: body.conclusion.clone(),
+            critical: body.critical,
+            critical_finding: critical_finding.unwrap_or_default().to_owned(),
+            reported_at: Some(domain::wire::timestamp(reported_at)),
+        })),
+    };
+    let reason = if body.critical {
+        format!("report version {version}, CRITICAL")
+    } else {
+        format!("report version {version}")
+    };
+    let outgoing = [
+        messages::origin_notice(
+            names,
+            &origin,
+            &result,
+            format!("result:{id}:{version}"),
+            held.correlation_id.clone(),
+        ),
+        messages::lifecycle_event(
+            names,
+            &fact(
+                &held,
+                &reviewer,
+                RequestState::Reported,
+                reason,
+                reported_at,
+            ),
+        ),
+    ];
+    store::outbox::enqueue(&mut tx, &outgoing).await?;
+    tx.commit().await?;
+    desk.broker.outbox_wake.notify_one();
+    tracing::info!(request_uuid = %id, correlation_id = held.correlation_id, reviewer = reviewer.id, version,
+        critical = body.critical, "report signed");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "version": version })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReturnBody {
+    reason: ReturnReason,
+    #[serde(default)]
+    detail: String,
+}
+
+async fn return_request(
+    State(desk): State<Arc<Desk>>,
+    Authenticated(reviewer): Authenticated,
+    Path(id): Path<Uuid>,
+    Json(body): Json<ReturnBody>,
+) -> Result<Response, ApiError> {
+    if body.detail.len() > MAX_REPORT_TEXT {
+        return Err(ApiError::Invalid(format!(
+            "detail is limited to {MAX_REPORT_TEXT} bytes"
+        )));
+    }
+    let names = &desk.topology.names;
+    let mut tx = desk.db.begin().await?;
+    let held = hold(&mut tx, id, &reviewer).await?;
+    let returned_at = store::review::record_return(
+        &mut tx,
+        id,
+        body.reason.as_str(),
+        &body.detail,
+        &reviewer.id,
+    )
+    .await?;
+    let origin = origin_code(&held.origin)?;
+    let notice = v1::OriginNotice {
+        notice: Some(v1::origin_notice::Notice::Returned(v1::RequestReturned {
+            request_id: held.request_id.clone(),
+            reason: body.reason.to_wire() as i32,
+            detail: body.detail.clone(),
+            reviewer_id: reviewer.id.clone(),
+            returned_at: Some(domain::wire::timestamp(returned_at)),
+        })),
+    };
+    let reason = format!("returned: {}", body.reason.as_str());
+    let outgoing = [
+        messages::origin_notice(
+            names,
+            &origin,
+            &notice,
+            format!("returned:{id}"),
+            held.correlation_id.clone(),
+        ),
+        messages::lifecycle_event(
+            names,
+            &fact(
+                &held,
+                &reviewer,
+                RequestState::Returned,
+                reason,
+                returned_at,
+            ),
+        ),
+    ];
+    store::outbox::enqueue(&mut tx, &outgoing).await?;
+    tx.commit().await?;
+    desk.broker.outbox_wake.notify_one();
+    tracing::info!(request_uuid = %id, correlation_id = held.correlation_id, reviewer = reviewer.id,
+        reason = body.reason.as_str(), "request returned to origin");
+    Ok(Json(serde_json::json!({ "returned": true })).into_response())
+}
+
+/// Locks the request and checks that this reviewer holds it.
+async fn hold(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    reviewer: &Reviewer,
+) -> Result<store::review::HeldRequest, ApiError> {
+    let held = store::review::lock_request(tx, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if held.pool.as_deref() != Some(reviewer.pool.as_str()) {
+        // Requests of other pools do not exist as far as this reviewer is concerned.
+        return Err(ApiError::NotFound);
+    }
+    if held.state != "claimed" {
+        return Err(ApiError::Conflict(format!(
+            "the request is {}, not claimed",
+            held.state
+        )));
+    }
+    if held.claimed_by.as_deref() != Some(reviewer.id.as_str()) {
+        return Err(ApiError::Conflict(
+            "another reviewer holds this request".into(),
+        ));
+    }
+    Ok(held)
+}
+
+fn origin_code(origin: &str) -> Result<domain::HospitalCode, ApiError> {
+    domain::HospitalCode::parse(origin)
+        .map_err(|why| ApiError::Internal(anyhow::anyhow!("stored origin: {why}")))
+}
+
+fn fact(
+    held: &store::review::HeldRequest,
+    reviewer: &Reviewer,
+    state: RequestState,
+    reason: String,
+    at: chrono::DateTime<chrono::Utc>,
+) -> LifecycleFact {
+    LifecycleFact {
+        event_id: Uuid::new_v4(),
+        request_uuid: Some(held.id),
+        request_id: held.request_id.clone(),
+        origin: held.origin.clone(),
+        state,
+        actor: format!("reviewer:{}", reviewer.id),
+        reason,
+        pool: held.pool.clone(),
+        correlation_id: held.correlation_id.clone(),
+        occurred_at: at,
+    }
+}

@@ -1,0 +1,120 @@
+//! The review desk: reviewers' HTTP JSON API.
+//!
+//! - `POST /v1/worklist/next`: claim the most urgent waiting request of the reviewer's pool
+//!   (200 with the request, 204 when nothing waits). The claim is a lease in PostgreSQL.
+//! - `POST /v1/requests/{id}/report`: sign a report (201 with its version).
+//! - `POST /v1/requests/{id}/return`: hand the request back with a coded reason.
+//! - `GET /health`: liveness; `GET /ready`: database and broker reachable.
+//!
+//! Every call carries `Authorization: Bearer <reviewer token>`; a reviewer sees only the lanes of
+//! their own pool and acts only on requests they hold.
+
+mod api;
+mod broker;
+mod error;
+mod view;
+mod worklist;
+
+use runtime::{BrokerConfig, ConfigError, DatabaseConfig};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Config {
+    #[serde(flatten)]
+    pub broker: BrokerConfig,
+    #[serde(flatten)]
+    pub database: DatabaseConfig,
+    pub log_format: String,
+    /// Where to listen (env `TELERELAY_HTTP_ADDR`).
+    pub http_addr: String,
+    /// How long a claim lasts without a report (env `TELERELAY_LEASE_SECONDS`).
+    pub lease_seconds: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            broker: BrokerConfig::default(),
+            database: DatabaseConfig::default(),
+            log_format: "json".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            lease_seconds: 15 * 60,
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Self, ConfigError> {
+        let config = runtime::load(&Config::default())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.addresses()?;
+        self.broker.topology()?;
+        self.log_format()?;
+        if !(10..=24 * 3600).contains(&self.lease_seconds) {
+            return Err(ConfigError::Invalid {
+                setting: "lease_seconds",
+                reason: "must be 10 s to 24 h".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {
+        telemetry::LogFormat::parse(&self.log_format).ok_or(ConfigError::Invalid {
+            setting: "log_format",
+            reason: "json or pretty".into(),
+        })
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct Desk {
+    pub config: Config,
+    pub topology: bus::Topology,
+    pub db: PgPool,
+    pub broker: broker::BrokerLink,
+}
+
+/// Serves the API on `listener` until `shutdown`; in-flight calls finish, the outbox is flushed.
+pub async fn run(
+    config: Config,
+    db: PgPool,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let topology = config.broker.topology()?;
+    let addresses = config.broker.addresses()?;
+    let broker_stop = CancellationToken::new();
+    let (link, broker_task) = broker::start(
+        addresses,
+        topology.clone(),
+        db.clone(),
+        config.broker.confirm_timeout(),
+        broker_stop.clone(),
+    );
+    let desk = Arc::new(Desk {
+        config,
+        topology,
+        db,
+        broker: link,
+    });
+    let app = api::router(desk);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    // No call is in flight any more: let the broker link flush the outbox and close.
+    broker_stop.cancel();
+    broker_task.await??;
+    tracing::info!("review desk drained");
+    Ok(())
+}

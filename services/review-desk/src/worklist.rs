@@ -1,0 +1,164 @@
+//! Taking the next request: the pool's lanes, most urgent first. Within a lane, a request whose
+//! lease expired (its reviewer walked away) comes before the queue, because it has waited longer.
+//!
+//! The lane message is only the hand-over: the claim is committed in PostgreSQL first, then the
+//! message is acked. A crash in between leaves the message in the lane; the next taker finds the
+//! request already claimed and acks the stale message away.
+
+use crate::Desk;
+use crate::error::ApiError;
+use bus::lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+use bus::messages::{self, RELAY_REQUEST_UUID_HEADER};
+use domain::{LifecycleFact, Priority, RequestState};
+use store::registry::Reviewer;
+use store::review::ClaimedRequest;
+use uuid::Uuid;
+
+pub(crate) async fn claim_next(
+    desk: &Desk,
+    reviewer: &Reviewer,
+) -> Result<Option<ClaimedRequest>, ApiError> {
+    let lease = chrono::Duration::seconds(i64::from(desk.config.lease_seconds));
+    for priority in Priority::LANES_MOST_URGENT_FIRST {
+        let mut tx = desk.db.begin().await?;
+        if let Some(claimed) =
+            store::review::claim_expired(&mut tx, &reviewer.pool, priority, &reviewer.id, lease)
+                .await?
+        {
+            announce_claim(
+                desk,
+                &mut tx,
+                &claimed,
+                reviewer,
+                "lease of the previous reviewer expired; claimed again",
+            )
+            .await?;
+            tx.commit().await?;
+            desk.broker.outbox_wake.notify_one();
+            return Ok(Some(claimed));
+        }
+        drop(tx);
+        if let Some(claimed) = claim_from_lane(desk, reviewer, priority, lease).await? {
+            return Ok(Some(claimed));
+        }
+    }
+    Ok(None)
+}
+
+/// Takes messages from one lane until one of them is a request still waiting to be claimed.
+async fn claim_from_lane(
+    desk: &Desk,
+    reviewer: &Reviewer,
+    priority: Priority,
+    lease: chrono::Duration,
+) -> Result<Option<ClaimedRequest>, ApiError> {
+    let lane = desk.topology.names.review_lane(&reviewer.pool, priority);
+    loop {
+        let channel = desk
+            .broker
+            .channel()
+            .ok_or_else(|| ApiError::Unavailable(anyhow::anyhow!("broker not connected")))?;
+        // The transaction is opened before taking the message, so a database outage is found
+        // before a message is held and never costs it a delivery attempt.
+        let mut tx = desk.db.begin().await?;
+        let Some(message) = channel
+            .basic_get(lane.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            return Ok(None);
+        };
+        let delivery = message.delivery;
+        let request_uuid = bus::header_str(
+            delivery.properties.headers().as_ref(),
+            RELAY_REQUEST_UUID_HEADER,
+        )
+        .and_then(|value| Uuid::parse_str(value).ok());
+        let Some(request_uuid) = request_uuid else {
+            // Not a routed request: nothing the relay put there. The broker dead-letters it.
+            tracing::error!(
+                lane,
+                "message without a relay request id in a review lane; dead-lettering it"
+            );
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    multiple: false,
+                })
+                .await?;
+            continue;
+        };
+        let claimed = match store::review::claim_routed(
+            &mut tx,
+            request_uuid,
+            &reviewer.pool,
+            &reviewer.id,
+            lease,
+        )
+        .await
+        {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                // Give the message back untouched for the next taker.
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await
+                    .ok();
+                return Err(error.into());
+            }
+        };
+        match claimed {
+            Some(claimed) => {
+                announce_claim(
+                    desk,
+                    &mut tx,
+                    &claimed,
+                    reviewer,
+                    &format!("claimed from lane {}", priority),
+                )
+                .await?;
+                tx.commit().await?;
+                delivery.ack(BasicAckOptions::default()).await?;
+                desk.broker.outbox_wake.notify_one();
+                return Ok(Some(claimed));
+            }
+            None => {
+                // Already claimed, reported or moved: the lane message is stale.
+                drop(tx);
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+        }
+    }
+}
+
+async fn announce_claim(
+    desk: &Desk,
+    tx: &mut sqlx::PgConnection,
+    claimed: &ClaimedRequest,
+    reviewer: &Reviewer,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let at = store::db_now(tx).await?;
+    let fact = LifecycleFact {
+        event_id: Uuid::new_v4(),
+        request_uuid: Some(claimed.id),
+        request_id: claimed.request_id.clone(),
+        origin: claimed.origin.clone(),
+        state: RequestState::Claimed,
+        actor: format!("reviewer:{}", reviewer.id),
+        reason: reason.to_owned(),
+        pool: Some(reviewer.pool.to_string()),
+        correlation_id: claimed.correlation_id.clone(),
+        occurred_at: at,
+    };
+    store::outbox::enqueue(
+        tx,
+        &[messages::lifecycle_event(&desk.topology.names, &fact)],
+    )
+    .await?;
+    tracing::info!(request_uuid = %claimed.id, correlation_id = claimed.correlation_id, reviewer = reviewer.id,
+        priority = claimed.priority, "request claimed");
+    Ok(())
+}

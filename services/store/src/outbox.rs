@@ -1,0 +1,199 @@
+//! The transactional outbox and its relay task.
+//!
+//! A service writes its state change and the messages announcing it in one transaction
+//! ([`enqueue`]). The relay ([`OutboxRelay::run`]) publishes pending rows in id order, waits for
+//! every confirm, and only then deletes them. A crash anywhere loses nothing; it may publish a
+//! row twice, which every consumer deduplicates.
+
+use bus::{DeadLetterReason, OutgoingMessage, PublishError, Publisher};
+use sqlx::{PgConnection, PgPool};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Adds messages to the outbox inside the caller's transaction.
+pub async fn enqueue(conn: &mut PgConnection, messages: &[OutgoingMessage]) -> sqlx::Result<()> {
+    for message in messages {
+        sqlx::query!(
+            r#"insert into outbox (exchange, routing_key, message_type, message_id, correlation_id, body, headers)
+               values ($1, $2, $3, $4, $5, $6, $7)"#,
+            message.exchange,
+            message.routing_key,
+            message.message_type,
+            message.message_id,
+            message.correlation_id,
+            message.body,
+            serde_json::to_value(&message.headers).unwrap_or_default(),
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Why the relay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The broker connection is gone: the caller reconnects and starts a new relay.
+    #[error("outbox relay lost the broker")]
+    Broker(#[source] PublishError),
+}
+
+/// Publishes the outbox. One per service process; several processes share the outbox safely
+/// (rows are locked with `skip locked`).
+pub struct OutboxRelay {
+    db: PgPool,
+    publisher: Publisher,
+    wake: Arc<Notify>,
+    dead_letter_exchange: String,
+    batch_size: i64,
+}
+
+impl OutboxRelay {
+    /// `wake` is notified by the service after each commit that enqueued messages, so they go out
+    /// at once; the relay also polls, to pick up rows left by a crashed process.
+    pub fn new(
+        db: PgPool,
+        publisher: Publisher,
+        wake: Arc<Notify>,
+        dead_letter_exchange: String,
+    ) -> Self {
+        Self {
+            db,
+            publisher,
+            wake,
+            dead_letter_exchange,
+            batch_size: 200,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
+        let mut database_failures = 0u32;
+        loop {
+            match self.flush_batch().await {
+                Ok(published) if published as i64 == self.batch_size => continue,
+                Ok(_) => database_failures = 0,
+                Err(FlushError::Broker(error)) => return Err(RelayError::Broker(error)),
+                Err(FlushError::Database(error)) => {
+                    database_failures += 1;
+                    tracing::warn!(error = %error, attempt = database_failures, "outbox relay waits for the database");
+                    tokio::select! {
+                        _ = tokio::time::sleep(bus::reconnect_delay(database_failures)) => continue,
+                        _ = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+            }
+            if shutdown.is_cancelled() {
+                // Everything committed before shutdown was asked for has been published.
+                return Ok(());
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Publishes up to one batch; returns how many rows went out.
+    async fn flush_batch(&self) -> Result<usize, FlushError> {
+        let mut tx = self.db.begin().await?;
+        let rows = sqlx::query!(
+            r#"select id, exchange, routing_key, message_type, message_id, correlation_id, body, headers
+               from outbox order by id limit $1 for update skip locked"#,
+            self.batch_size,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+        let messages: Vec<OutgoingMessage> = rows
+            .into_iter()
+            .map(|row| OutgoingMessage {
+                exchange: row.exchange,
+                routing_key: row.routing_key,
+                message_type: row.message_type,
+                message_id: row.message_id,
+                correlation_id: row.correlation_id,
+                body: row.body,
+                // Written by `enqueue` from a Vec of pairs; anything else is no header at all.
+                headers: serde_json::from_value(row.headers).unwrap_or_default(),
+            })
+            .collect();
+        match self.publisher.publish_all(&messages).await {
+            Ok(()) => {
+                sqlx::query!("delete from outbox where id = any($1)", &ids)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(messages.len())
+            }
+            Err(PublishError::Unroutable {
+                exchange,
+                routing_key,
+            }) => {
+                // A row nobody can receive would block the outbox forever. Park it in the dead
+                // letters with the reason and let the rest go out on the next pass (rows already
+                // confirmed in this batch may go out twice; consumers deduplicate).
+                let mut parked = Vec::new();
+                for (id, message) in ids.iter().zip(&messages) {
+                    if message.exchange == exchange && message.routing_key == routing_key {
+                        self.publisher
+                            .publish(&self.dead_letter_copy(message))
+                            .await?;
+                        parked.push(*id);
+                    }
+                }
+                tracing::error!(
+                    exchange,
+                    routing_key,
+                    parked = parked.len(),
+                    "unroutable outbox messages dead-lettered"
+                );
+                sqlx::query!("delete from outbox where id = any($1)", &parked)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(parked.len())
+            }
+            Err(error) => Err(FlushError::Broker(error)),
+        }
+    }
+
+    fn dead_letter_copy(&self, message: &OutgoingMessage) -> OutgoingMessage {
+        let reason = DeadLetterReason {
+            reason: "unroutable".into(),
+            detail: format!(
+                "no queue bound for {} / {}",
+                message.exchange, message.routing_key
+            ),
+        };
+        let headers = bus::DEAD_LETTER_HEADERS;
+        OutgoingMessage {
+            exchange: self.dead_letter_exchange.clone(),
+            routing_key: "outbox".into(),
+            headers: vec![
+                (headers.reason.into(), reason.reason),
+                (headers.detail.into(), reason.detail),
+                (headers.source_queue.into(), "outbox".into()),
+                (headers.original_exchange.into(), message.exchange.clone()),
+                (
+                    headers.original_routing_key.into(),
+                    message.routing_key.clone(),
+                ),
+            ],
+            ..message.clone()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FlushError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Broker(#[from] PublishError),
+}

@@ -1,0 +1,256 @@
+//! The tests' own view of the broker: publishing as a county HIS would (with `user_id`), reading
+//! an origin's results queue and the dead letters, and cleaning up the namespace.
+
+use crate::{DEADLINE, amqp_url};
+use bus::lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use bus::lapin::types::FieldTable;
+use bus::lapin::{BasicProperties, Channel, Confirmation, Connection};
+use contract::v1;
+use prost::Message;
+use std::time::{Duration, Instant};
+
+pub struct TestBroker {
+    connection: Connection,
+    channel: Channel,
+    topology: bus::Topology,
+    /// Queues this test may have caused to exist, deleted at the end.
+    queues: std::sync::Mutex<Vec<String>>,
+}
+
+/// What a publish put on the wire.
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub message_id: String,
+    pub correlation_id: String,
+}
+
+/// A message read from the dead-letter queue, with the reason telerelay gave it.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+    pub source_queue: Option<String>,
+    pub message_id: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl TestBroker {
+    pub async fn connect(topology: bus::Topology) -> Self {
+        let connection = Connection::connect(&amqp_url(), Default::default())
+            .await
+            .expect("test broker connection");
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        topology.declare_core(&channel).await.unwrap();
+        let names = &topology.names;
+        let queues = vec![
+            names.dispatcher_queue(),
+            names.recorder_events_queue(),
+            names.recorder_results_queue(),
+            names.dead_letter_queue(),
+        ];
+        Self {
+            connection,
+            channel,
+            topology,
+            queues: std::sync::Mutex::new(queues),
+        }
+    }
+
+    /// Declares the results queue of every hospital and the lanes of every pool, as
+    /// `relayctl declare` does, and remembers them for clean-up.
+    pub async fn declare_for_registry(&self, registry: &store::registry::RegistryFile) {
+        let names = &self.topology.names;
+        for hospital in &registry.hospitals {
+            let code = domain::HospitalCode::parse(&hospital.code).unwrap();
+            self.topology
+                .declare_origin_results(&self.channel, &code)
+                .await
+                .unwrap();
+            self.queues
+                .lock()
+                .unwrap()
+                .push(names.origin_results_queue(&code));
+        }
+        for pool in &registry.pools {
+            let code = domain::PoolCode::parse(&pool.code).unwrap();
+            self.topology
+                .declare_pool_lanes(&self.channel, &code)
+                .await
+                .unwrap();
+            let mut queues = self.queues.lock().unwrap();
+            queues.extend(
+                domain::Priority::LANES_MOST_URGENT_FIRST
+                    .iter()
+                    .map(|priority| names.review_lane(&code, *priority)),
+            );
+        }
+    }
+
+    /// Publishes a request as hospital HIS software does: persistent, mandatory, confirmed, with
+    /// `user_id` = the test's broker user.
+    pub async fn publish_request(&self, request: &v1::ReviewRequest) -> Published {
+        let kind = match request.study {
+            Some(v1::review_request::Study::Ecg(_)) => "ecg",
+            Some(v1::review_request::Study::Imaging(_)) => "imaging",
+            Some(v1::review_request::Study::Pathology(_)) => "pathology",
+            None => "unknown",
+        };
+        let routing_key = format!(
+            "{}.{kind}",
+            if request.origin_hospital.is_empty() {
+                "X"
+            } else {
+                &request.origin_hospital
+            }
+        );
+        self.publish_bytes(&routing_key, request.encode_to_vec(), Some("guest"))
+            .await
+    }
+
+    /// Publishes any bytes to the requests exchange.
+    pub async fn publish_bytes(
+        &self,
+        routing_key: &str,
+        body: Vec<u8>,
+        user_id: Option<&str>,
+    ) -> Published {
+        let published = Published {
+            message_id: uuid::Uuid::new_v4().to_string(),
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(contract::CONTENT_TYPE.into())
+            .with_type(contract::message_type::REVIEW_REQUEST.into())
+            .with_message_id(published.message_id.as_str().into())
+            .with_correlation_id(published.correlation_id.as_str().into());
+        if let Some(user) = user_id {
+            properties = properties.with_user_id(user.into());
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.topology.names.requests_exchange().as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(
+            confirm,
+            Confirmation::Ack(None),
+            "the broker must confirm and route the request"
+        );
+        published
+    }
+
+    /// The next notice in an origin's results queue, waiting up to the deadline.
+    pub async fn next_notice(&self, origin: &str) -> v1::OriginNotice {
+        let queue = self
+            .topology
+            .names
+            .origin_results_queue(&domain::HospitalCode::parse(origin).unwrap());
+        let body = self
+            .get_one(&queue, &format!("a notice for {origin}"))
+            .await
+            .data;
+        v1::OriginNotice::decode(body.as_slice()).expect("results queues hold OriginNotices")
+    }
+
+    /// The next dead letter, waiting up to the deadline.
+    pub async fn next_dead_letter(&self) -> DeadLetter {
+        let delivery = self
+            .get_one(&self.topology.names.dead_letter_queue(), "a dead letter")
+            .await;
+        let headers = delivery.properties.headers().as_ref();
+        let names = bus::DEAD_LETTER_HEADERS;
+        DeadLetter {
+            reason: bus::header_str(headers, names.reason).map(str::to_owned),
+            detail: bus::header_str(headers, names.detail).map(str::to_owned),
+            source_queue: bus::header_str(headers, names.source_queue).map(str::to_owned),
+            message_id: delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned()),
+            body: delivery.data,
+        }
+    }
+
+    /// Messages waiting in a queue right now.
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let channel = self.connection.create_channel().await.unwrap();
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    async fn get_one(&self, queue: &str, what: &str) -> bus::lapin::message::Delivery {
+        let started = Instant::now();
+        loop {
+            if let Some(message) = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await
+                .unwrap()
+            {
+                message
+                    .delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .unwrap();
+                return message.delivery;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "timed out after {DEADLINE:?} waiting for {what} in {queue}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Deletes every queue and exchange of the namespace.
+    pub async fn delete_namespace(&self) {
+        let names = &self.topology.names;
+        let queues = self.queues.lock().unwrap().clone();
+        for queue in queues {
+            self.channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await
+                .ok();
+        }
+        for exchange in [
+            names.requests_exchange(),
+            names.review_exchange(),
+            names.results_exchange(),
+            names.events_exchange(),
+            names.dead_letter_exchange(),
+        ] {
+            self.channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await
+                .ok();
+        }
+        self.connection.close(200, "test done".into()).await.ok();
+    }
+}

@@ -1,0 +1,301 @@
+//! The harness for telerelay's end-to-end tests. A [`TestRelay`] is one whole relay — dispatcher,
+//! recorder and review desk, started in-process from their libraries — on the shared RabbitMQ
+//! under a random namespace and on the test's own PostgreSQL database (`#[sqlx::test]`), so
+//! tests run in parallel without seeing each other. Waiting is always on a condition with a
+//! deadline, never a fixed sleep.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod broker;
+pub mod fixtures;
+mod registry;
+
+pub use broker::{DeadLetter, Published};
+pub use registry::{HOSPITAL_A, HOSPITAL_B, HOSPITAL_C, test_registry, tokens};
+
+use secrecy::SecretString;
+use sqlx::PgPool;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The broker the tests use: `TELERELAY_TEST_AMQP_URL`, else the local default.
+pub fn amqp_url() -> String {
+    std::env::var("TELERELAY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The deadline every wait in the tests uses unless it says otherwise: generous, because CI
+/// machines are slow, and irrelevant when things work, because waits end as soon as they can.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits until `probe` yields a value, checking every 25 ms, or panics with `what` at the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until `condition` holds, checking every 25 ms, or panics with `what` at the deadline.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(what, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// One relay under test.
+pub struct TestRelay {
+    pub db: PgPool,
+    pub topology: bus::Topology,
+    pub desk_url: String,
+    pub http: reqwest::Client,
+    pub broker: broker::TestBroker,
+    shutdown: CancellationToken,
+    services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl TestRelay {
+    /// Starts a relay whose registry is [`test_registry`] (hospital A publishes as `guest`).
+    pub async fn start(db: PgPool) -> Self {
+        Self::start_with(db, &test_registry(HOSPITAL_A)).await
+    }
+
+    /// Starts a relay with the given registry.
+    pub async fn start_with(db: PgPool, registry: &store::registry::RegistryFile) -> Self {
+        telemetry::init_for_tests();
+        store::registry::load(&db, registry)
+            .await
+            .expect("loading the test registry");
+        let namespace = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let broker_config = runtime::BrokerConfig {
+            amqp_url: SecretString::from(amqp_url()),
+            namespace: namespace.clone(),
+            delivery_limit: 10,
+            confirm_timeout_ms: 10_000,
+        };
+        let topology = broker_config.topology().unwrap();
+        let broker = broker::TestBroker::connect(topology.clone()).await;
+        broker.declare_for_registry(registry).await;
+        let database = runtime::DatabaseConfig::default();
+        let shutdown = CancellationToken::new();
+        let mut services = Vec::new();
+
+        let dispatcher_config = dispatcher::Config {
+            broker: broker_config.clone(),
+            database: database.clone(),
+            log_format: "json".into(),
+            ..Default::default()
+        };
+        services.push((
+            "dispatcher",
+            tokio::spawn(dispatcher::run(
+                dispatcher_config,
+                db.clone(),
+                shutdown.clone(),
+            )),
+        ));
+
+        let recorder_config = recorder::Config {
+            broker: broker_config.clone(),
+            database: database.clone(),
+            log_format: "json".into(),
+            ..Default::default()
+        };
+        services.push((
+            "recorder",
+            tokio::spawn(recorder::run(recorder_config, db.clone(), shutdown.clone())),
+        ));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let desk_url = format!("http://{}", listener.local_addr().unwrap());
+        let desk_config = review_desk::Config {
+            broker: broker_config,
+            database,
+            log_format: "json".into(),
+            ..Default::default()
+        };
+        services.push((
+            "review-desk",
+            tokio::spawn(review_desk::run(
+                desk_config,
+                db.clone(),
+                listener,
+                shutdown.clone(),
+            )),
+        ));
+
+        let relay = Self {
+            db,
+            topology,
+            desk_url,
+            http: reqwest::Client::new(),
+            broker,
+            shutdown,
+            services,
+        };
+        relay.wait_until_ready().await;
+        relay
+    }
+
+    async fn wait_until_ready(&self) {
+        let url = format!("{}/ready", self.desk_url);
+        wait_until("the review desk to be ready", || async {
+            matches!(self.http.get(&url).send().await, Ok(response) if response.status().is_success())
+        })
+        .await;
+    }
+
+    /// Stops every service (they drain), checks that each ended cleanly, and deletes the
+    /// namespace's queues and exchanges from the shared broker.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for (name, task) in self.services {
+            let ended = tokio::time::timeout(DEADLINE, task).await;
+            let result =
+                ended.unwrap_or_else(|_| panic!("{name} did not drain within {DEADLINE:?}"));
+            result
+                .unwrap_or_else(|_| panic!("{name} panicked"))
+                .unwrap_or_else(|e| panic!("{name} failed: {e:#}"));
+        }
+        self.broker.delete_namespace().await;
+    }
+
+    /// `POST /v1/worklist/next` as the reviewer with `token`: the claimed request, or `None`.
+    pub async fn take_next(&self, token: &str) -> Option<serde_json::Value> {
+        let response = self
+            .http
+            .post(format!("{}/v1/worklist/next", self.desk_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => Some(response.json().await.unwrap()),
+            204 => None,
+            status => panic!(
+                "worklist/next answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// `POST /v1/requests/{id}/report`; returns the HTTP status and JSON body.
+    pub async fn report(
+        &self,
+        token: &str,
+        request_uuid: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/requests/{request_uuid}/report",
+                self.desk_url
+            ))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or_default(),
+        )
+    }
+
+    /// `POST /v1/requests/{id}/return`; returns the HTTP status and JSON body.
+    pub async fn return_request(
+        &self,
+        token: &str,
+        request_uuid: &str,
+        reason: &str,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!(
+                "{}/v1/requests/{request_uuid}/return",
+                self.desk_url
+            ))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "reason": reason, "detail": "test" }))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or_default(),
+        )
+    }
+
+    /// The relay's id for (origin, request id), once the dispatcher recorded it.
+    pub async fn request_uuid(&self, origin: &str, request_id: &str) -> uuid::Uuid {
+        wait_for(&format!("request {request_id} to be recorded"), || async {
+            sqlx::query_scalar!(
+                "select id from review_requests where origin_hospital = $1 and request_id = $2",
+                origin,
+                request_id
+            )
+            .fetch_optional(&self.db)
+            .await
+            .unwrap()
+        })
+        .await
+    }
+
+    /// Waits until the audit trail of a request holds exactly `expected` states, in this order.
+    pub async fn wait_for_history(&self, request: uuid::Uuid, expected: &[domain::RequestState]) {
+        let mut seen = Vec::new();
+        let waited = tokio::time::timeout(DEADLINE, async {
+            loop {
+                seen = store::audit::states(&self.db, request).await.unwrap();
+                if seen.len() >= expected.len() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "history of {request} stayed {seen:?}, expected {expected:?}"
+        );
+        assert_eq!(seen, expected, "history of {request}");
+    }
+}
+
+/// A report body as a reviewer would send it.
+pub fn report_body(critical: bool) -> serde_json::Value {
+    if critical {
+        serde_json::json!({
+            "findings": "ST elevation in II, III, aVF with reciprocal depression in I and aVL",
+            "conclusion": "acute inferior STEMI",
+            "critical": true,
+            "critical_finding": "acute inferior STEMI"
+        })
+    } else {
+        serde_json::json!({
+            "findings": "sinus rhythm 72/min, normal axis, no ST changes",
+            "conclusion": "normal ECG",
+            "critical": false
+        })
+    }
+}
