@@ -52,7 +52,7 @@ where
         match operation().await {
             Err(error) if is_transient(&error) && !shutdown.is_cancelled() => {
                 failures += 1;
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(error = %error, what, attempt = failures, "database unavailable; waiting");
                 }
                 tokio::select! {
