@@ -81,19 +81,25 @@ impl TestRelay {
 
     /// Starts a relay with the given registry.
     pub async fn start_with(db: PgPool, registry: &store::registry::RegistryFile) -> Self {
+        Self::start_on(db, &amqp_url(), registry).await
+    }
+
+    /// Starts a relay on a given broker (e.g. a private node a fault test kills) and database
+    /// pool (e.g. on a private PostgreSQL cluster a fault test stops). `db` must be migrated.
+    pub async fn start_on(db: PgPool, amqp_url: &str, registry: &store::registry::RegistryFile) -> Self {
         telemetry::init_for_tests();
         store::registry::load(&db, registry)
             .await
             .expect("loading the test registry");
         let namespace = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let broker_config = runtime::BrokerConfig {
-            amqp_url: SecretString::from(amqp_url()),
+            amqp_url: SecretString::from(amqp_url.to_owned()),
             namespace: namespace.clone(),
             delivery_limit: 10,
             confirm_timeout_ms: 10_000,
         };
         let topology = broker_config.topology().unwrap();
-        let broker = broker::TestBroker::connect(topology.clone()).await;
+        let broker = broker::TestBroker::connect(amqp_url, topology.clone()).await;
         broker.declare_for_registry(registry).await;
         let database = runtime::DatabaseConfig::default();
         let shutdown = CancellationToken::new();
