@@ -1,7 +1,7 @@
 //! The tests' own view of the broker: publishing as a county HIS would (with `user_id`), reading
 //! an origin's results queue and the dead letters, and cleaning up the namespace.
 
-use crate::{DEADLINE, amqp_url};
+use crate::DEADLINE;
 use bus::lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -38,8 +38,8 @@ pub struct DeadLetter {
 }
 
 impl TestBroker {
-    pub async fn connect(topology: bus::Topology) -> Self {
-        let connection = Connection::connect(&amqp_url(), Default::default())
+    pub async fn connect(amqp_url: &str, topology: bus::Topology) -> Self {
+        let connection = Connection::connect(amqp_url, Default::default())
             .await
             .expect("test broker connection");
         let channel = connection.create_channel().await.unwrap();

@@ -86,7 +86,11 @@ impl TestRelay {
 
     /// Starts a relay on a given broker (e.g. a private node a fault test kills) and database
     /// pool (e.g. on a private PostgreSQL cluster a fault test stops). `db` must be migrated.
-    pub async fn start_on(db: PgPool, amqp_url: &str, registry: &store::registry::RegistryFile) -> Self {
+    pub async fn start_on(
+        db: PgPool,
+        amqp_url: &str,
+        registry: &store::registry::RegistryFile,
+    ) -> Self {
         telemetry::init_for_tests();
         store::registry::load(&db, registry)
             .await
