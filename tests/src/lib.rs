@@ -8,6 +8,8 @@
 
 mod broker;
 pub mod fixtures;
+pub mod private_broker;
+pub mod private_postgres;
 mod registry;
 
 pub use broker::{DeadLetter, Published};
@@ -66,6 +68,8 @@ where
 pub struct TestRelay {
     pub db: PgPool,
     pub topology: bus::Topology,
+    /// The broker settings the services run with (namespace included).
+    pub broker_config: runtime::BrokerConfig,
     pub desk_url: String,
     pub http: reqwest::Client,
     pub broker: broker::TestBroker,
@@ -138,7 +142,7 @@ impl TestRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let desk_url = format!("http://{}", listener.local_addr().unwrap());
         let desk_config = review_desk::Config {
-            broker: broker_config,
+            broker: broker_config.clone(),
             database,
             log_format: "json".into(),
             ..Default::default()
@@ -156,6 +160,7 @@ impl TestRelay {
         let relay = Self {
             db,
             topology,
+            broker_config,
             desk_url,
             http: reqwest::Client::new(),
             broker,

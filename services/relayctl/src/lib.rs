@@ -1,7 +1,7 @@
 //! The relay operator's commands. Each connects with the same configuration as the services
 //! (`TELERELAY_AMQP_URL`, `TELERELAY_DATABASE_URL`, `TELERELAY_NAMESPACE`, ...).
 
-mod status;
+pub mod status;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -81,8 +81,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads and parses a registry file.
+pub fn read_registry(file: &std::path::Path) -> anyhow::Result<store::registry::RegistryFile> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", file.display()))
+}
+
 /// Declares the whole topology from the registry; returns a one-line summary.
-async fn declare(broker: &BrokerConfig, db: &sqlx::PgPool) -> anyhow::Result<String> {
+pub async fn declare(broker: &BrokerConfig, db: &sqlx::PgPool) -> anyhow::Result<String> {
     let topology = broker.topology()?;
     let connection = bus::connect(&broker.addresses()?, "relayctl", 0).await?;
     let channel = connection.create_channel().await?;

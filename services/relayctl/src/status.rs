@@ -24,7 +24,8 @@ pub async fn show(broker: &BrokerConfig, db: &PgPool, watch: Option<u64>) -> any
     }
 }
 
-async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String> {
+/// The status report as text.
+pub async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String> {
     let topology = broker.topology()?;
     let names = &topology.names;
     let connection = bus::connect(&broker.addresses()?, "relayctl-status", 0).await?;

@@ -1,0 +1,1 @@
+//! A private RabbitMQ node that a fault test may kill and restart (written next).

@@ -1,0 +1,198 @@
+//! The operator's tools: the default registry routes as Hunan's pairings say, and `status`
+//! shows what waits where.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use contract::v1;
+use domain::{HospitalCode, StudyKind};
+use sqlx::PgPool;
+use store::registry::{RouteRule, route};
+use tests::fixtures::ecg_request;
+use tests::{HOSPITAL_A, TestRelay, wait_until};
+
+fn hunan_registry() -> store::registry::RegistryFile {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry/hunan.toml");
+    relayctl::read_registry(&path).expect("registry/hunan.toml parses")
+}
+
+async fn pool_for(
+    db: &PgPool,
+    origin: &str,
+    department: &str,
+    kind: StudyKind,
+) -> Option<(String, RouteRule)> {
+    let origin = HospitalCode::parse(origin).unwrap();
+    route(db, &origin, department, kind)
+        .await
+        .unwrap()
+        .map(|found| (found.pool.to_string(), found.rule))
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn the_default_registry_routes_each_county_to_its_paired_provincial_hospital(db: PgPool) {
+    let summary = store::registry::load(&db, &hunan_registry()).await.unwrap();
+    assert_eq!((summary.hospitals, summary.pairings), (12, 15));
+
+    let cases = [
+        (
+            "HN-HH-001",
+            "cardiology",
+            StudyKind::Ecg,
+            "xy-ecg",
+            RouteRule::HospitalPairing,
+        ),
+        (
+            "HN-HH-001",
+            "emergency",
+            StudyKind::Ecg,
+            "xy-ecg",
+            RouteRule::DepartmentPairing,
+        ),
+        (
+            "HN-ZJJ-001",
+            "neurology",
+            StudyKind::Imaging,
+            "xy2-imaging",
+            RouteRule::HospitalPairing,
+        ),
+        (
+            "GX-GL-001",
+            "cardiology",
+            StudyKind::Ecg,
+            "xy2-ecg",
+            RouteRule::HospitalPairing,
+        ),
+        (
+            "HN-XX-001",
+            "emergency",
+            StudyKind::Ecg,
+            "xy3-ecg",
+            RouteRule::HospitalPairing,
+        ),
+        (
+            "HN-SY-001",
+            "surgery",
+            StudyKind::Pathology,
+            "hch-pathology",
+            RouteRule::HospitalPairing,
+        ),
+        (
+            "HN-YZ-001",
+            "cardiology",
+            StudyKind::Ecg,
+            "nhu1-ecg",
+            RouteRule::HospitalPairing,
+        ),
+        // Shaoyang has no ECG pairing: the alliance's ECG centre reads for it (心电一张网).
+        (
+            "HN-SY-001",
+            "cardiology",
+            StudyKind::Ecg,
+            "pph-ecg",
+            RouteRule::KindBackup,
+        ),
+        (
+            "HN-XX-001",
+            "surgery",
+            StudyKind::Pathology,
+            "pph-pathology",
+            RouteRule::KindBackup,
+        ),
+    ];
+    for (origin, department, kind, pool, rule) in cases {
+        assert_eq!(
+            pool_for(&db, origin, department, kind).await,
+            Some((pool.to_owned(), rule)),
+            "{origin} {department} {kind}"
+        );
+    }
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn loading_the_registry_again_replaces_the_pairings_without_a_restart(db: PgPool) {
+    let mut registry = hunan_registry();
+    store::registry::load(&db, &registry).await.unwrap();
+    for pairing in registry
+        .pairings
+        .iter_mut()
+        .filter(|p| p.origin == "HN-YZ-001" && p.kind == "ecg")
+    {
+        pairing.pool = "pph-ecg".into();
+    }
+    store::registry::load(&db, &registry).await.unwrap();
+    assert_eq!(
+        pool_for(&db, "HN-YZ-001", "cardiology", StudyKind::Ecg).await,
+        Some(("pph-ecg".to_owned(), RouteRule::HospitalPairing))
+    );
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_state(db: PgPool) {
+    let relay = TestRelay::start(db).await;
+    for n in 0..3 {
+        relay
+            .broker
+            .publish_request(&ecg_request(
+                HOSPITAL_A,
+                &format!("STATUS-{n}"),
+                v1::Priority::Routine,
+                "E07500",
+            ))
+            .await;
+    }
+    relay
+        .broker
+        .publish_bytes("HN-HH-001.ecg", b"garbage".to_vec(), Some("guest"))
+        .await;
+    wait_until("three requests routed and one refusal recorded", || async {
+        let routed = sqlx::query_scalar!(
+            r#"select count(*) as "n!" from review_requests where state = 'routed'"#
+        )
+        .fetch_one(&relay.db)
+        .await
+        .unwrap();
+        let refused = sqlx::query_scalar!(r#"select count(*) as "n!" from rejected_messages"#)
+            .fetch_one(&relay.db)
+            .await
+            .unwrap();
+        routed == 3 && refused == 1
+    })
+    .await;
+    let lane = relay.topology.names.review_lane(
+        &domain::PoolCode::parse("xy-ecg").unwrap(),
+        domain::Priority::Routine,
+    );
+    wait_until("the lane to hold the three requests", || async {
+        relay.broker.depth(&lane).await == 3
+    })
+    .await;
+
+    let text = relayctl::status::render(&relay.broker_config, &relay.db)
+        .await
+        .unwrap();
+    let line_with = |needle: &str| {
+        text.lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+            .to_owned()
+    };
+    let lane_line = line_with(&lane);
+    assert!(
+        lane_line.split_whitespace().any(|word| word == "3"),
+        "{lane_line}"
+    );
+    let waiting = line_with("xy-ecg           routine");
+    assert!(waiting.contains("3 waiting, oldest"), "{waiting}");
+    let row = |first_word: &str| {
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(first_word))
+            .unwrap_or_else(|| panic!("no row {first_word:?} in:\n{text}"))
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(row("routed"), "3", "requests by state");
+    assert_eq!(row("malformed"), "1", "refusals by reason");
+    relay.stop().await;
+}
