@@ -92,6 +92,10 @@ pub(crate) async fn process(
         .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?,
         None => None,
     };
+    if let Some(sender) = &sender {
+        // A refusal notice may go to the sender's queue; make sure it exists.
+        ensure_declared(context, state, Declare::Results(sender)).await?;
+    }
     let now = Utc::now();
 
     if delivery.data.len() > context.config.max_body_bytes {
@@ -182,7 +186,8 @@ pub(crate) async fn process(
         )
         .await;
     };
-    ensure_declared(context, state, &route.pool, &request.origin).await?;
+    ensure_declared(context, state, Declare::Lanes(&route.pool)).await?;
+    ensure_declared(context, state, Declare::Results(&request.origin)).await?;
     accept(context, delivery, &envelope, &request, &route).await
 }
 
@@ -230,35 +235,41 @@ async fn check_sender(
     })
 }
 
-/// Declares the pool's lanes and the origin's results queue once per connection, before any
-/// routing to them is committed.
+/// Declares a queue group once per connection, before anything routed to it is committed: the
+/// results exchange also feeds the recorder, so `mandatory` alone would not notice a missing
+/// county queue.
 async fn ensure_declared(
     context: &Context,
     state: &SessionState,
-    pool: &domain::PoolCode,
-    origin: &HospitalCode,
+    target: Declare<'_>,
 ) -> Result<(), Failure> {
+    let key = match target {
+        Declare::Lanes(pool) => format!("pool:{pool}"),
+        Declare::Results(origin) => format!("origin:{origin}"),
+    };
     let mut declared = state.declared.lock().await;
+    if declared.contains(&key) {
+        return Ok(());
+    }
     let channel = state.publisher.channel();
-    let pool_key = format!("pool:{pool}");
-    if !declared.contains(&pool_key) {
-        context
-            .topology
-            .declare_pool_lanes(channel, pool)
-            .await
-            .map_err(|e| Failure::Broker(e.into()))?;
-        declared.insert(pool_key);
-    }
-    let origin_key = format!("origin:{origin}");
-    if !declared.contains(&origin_key) {
-        context
-            .topology
-            .declare_origin_results(channel, origin)
-            .await
-            .map_err(|e| Failure::Broker(e.into()))?;
-        declared.insert(origin_key);
-    }
+    let result = match target {
+        Declare::Lanes(pool) => context.topology.declare_pool_lanes(channel, pool).await,
+        Declare::Results(origin) => {
+            context
+                .topology
+                .declare_origin_results(channel, origin)
+                .await
+        }
+    };
+    result.map_err(|error| Failure::Broker(error.into()))?;
+    declared.insert(key);
     Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Declare<'a> {
+    Lanes(&'a domain::PoolCode),
+    Results(&'a HospitalCode),
 }
 
 async fn accept(
