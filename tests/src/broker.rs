@@ -34,6 +34,10 @@ pub struct DeadLetter {
     pub detail: Option<String>,
     pub source_queue: Option<String>,
     pub message_id: Option<String>,
+    /// Set by the broker when it dead-lettered the message itself (e.g. `delivery_limit`).
+    pub broker_reason: Option<String>,
+    /// The queue the broker dead-lettered it from.
+    pub broker_queue: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -121,6 +125,23 @@ impl TestBroker {
         body: Vec<u8>,
         user_id: Option<&str>,
     ) -> Published {
+        self.publish_to(
+            &self.topology.names.requests_exchange(),
+            routing_key,
+            body,
+            user_id,
+        )
+        .await
+    }
+
+    /// Publishes any bytes to any exchange of the namespace, confirmed and routed.
+    pub async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: Vec<u8>,
+        user_id: Option<&str>,
+    ) -> Published {
         let published = Published {
             message_id: uuid::Uuid::new_v4().to_string(),
             correlation_id: uuid::Uuid::new_v4().to_string(),
@@ -137,7 +158,7 @@ impl TestBroker {
         let confirm = self
             .channel
             .basic_publish(
-                self.topology.names.requests_exchange().as_str().into(),
+                exchange.into(),
                 routing_key.into(),
                 BasicPublishOptions {
                     mandatory: true,
@@ -187,6 +208,8 @@ impl TestBroker {
                 .message_id()
                 .as_ref()
                 .map(|id| id.as_str().to_owned()),
+            broker_reason: bus::header_str(headers, "x-first-death-reason").map(str::to_owned),
+            broker_queue: bus::header_str(headers, "x-first-death-queue").map(str::to_owned),
             body: delivery.data,
         }
     }
