@@ -8,7 +8,7 @@ use domain::{HospitalCode, StudyKind};
 use sqlx::PgPool;
 use store::registry::{RouteRule, route};
 use tests::fixtures::ecg_request;
-use tests::{HOSPITAL_A, TestRelay, wait_until};
+use tests::{HOSPITAL_A, TestRelay, tokens, wait_until};
 
 fn hunan_registry() -> store::registry::RegistryFile {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry/hunan.toml");
@@ -194,5 +194,68 @@ async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_sta
     };
     assert_eq!(row("routed"), "3", "requests by state");
     assert_eq!(row("malformed"), "1", "refusals by reason");
+    relay.stop().await;
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn reconciliation_accounts_for_every_request_and_refusal_per_origin(db: PgPool) {
+    let relay = TestRelay::start(db).await;
+    let requests: Vec<_> = (0..4)
+        .map(|n| {
+            ecg_request(
+                HOSPITAL_A,
+                &format!("BOOKS-{n}"),
+                v1::Priority::Routine,
+                "E07500",
+            )
+        })
+        .collect();
+    for request in &requests {
+        relay.broker.publish_request(request).await;
+    }
+    // A HIS retry: the identical request again.
+    relay.broker.publish_request(&requests[0]).await;
+    relay
+        .broker
+        .publish_bytes("HN-HH-001.ecg", b"garbage".to_vec(), Some("guest"))
+        .await;
+    relay.request_uuid(HOSPITAL_A, "BOOKS-0").await;
+    let claimed = relay.take_next(tokens::ECG).await.expect("work waits");
+    let claimed_id = claimed["request_uuid"].as_str().unwrap().to_owned();
+    let (status, _) = relay
+        .report(tokens::ECG, &claimed_id, tests::report_body(false))
+        .await;
+    assert_eq!(status, 201);
+
+    let expected = store::status::OriginBooks {
+        origin: HOSPITAL_A.into(),
+        accepted: 4,
+        audited: 4,
+        routed: 3,
+        claimed: 0,
+        reported: 0,
+        delivered: 1,
+        returned: 0,
+        refused: 1,
+        duplicates: 1,
+    };
+    let mut last = Vec::new();
+    let settled = tokio::time::timeout(tests::DEADLINE, async {
+        loop {
+            last = store::status::reconciliation(&relay.db).await.unwrap();
+            if last == vec![expected.clone()] {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "books stayed {last:?}");
+    let table = relayctl::status::reconciliation(&relay.db).await.unwrap();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(HOSPITAL_A))
+        .expect("a row for hospital A");
+    assert!(row.ends_with(" ok"), "{table}");
     relay.stop().await;
 }

@@ -26,6 +26,8 @@ pub enum Command {
     /// Registry commands.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Per origin hospital: accepted vs audited, where each request is, refused, duplicates.
+    Reconcile,
     /// Queue depths, oldest waiting request per lane, requests by state, refusals.
     Status {
         /// Refresh every N seconds until interrupted.
@@ -76,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // New pools and hospitals need their queues before traffic reaches them.
             println!("{}", declare(&config.broker, &db).await?);
         }
+        Command::Reconcile => print!("{}", status::reconciliation(&db).await?),
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
     }
     Ok(())

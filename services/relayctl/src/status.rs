@@ -109,3 +109,49 @@ pub async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String
     }
     Ok(out)
 }
+
+/// The reconciliation table (`relayctl reconcile`), with a verdict line per origin.
+pub async fn reconciliation(db: &PgPool) -> anyhow::Result<String> {
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{:<12} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>10}  check",
+        "origin",
+        "accepted",
+        "audited",
+        "routed",
+        "claimed",
+        "reported",
+        "delivered",
+        "returned",
+        "refused",
+        "duplicates"
+    )?;
+    for books in store::status::reconciliation(db).await? {
+        let placed =
+            books.routed + books.claimed + books.reported + books.delivered + books.returned;
+        let verdict = if books.audited == books.accepted && placed == books.accepted {
+            "ok".to_owned()
+        } else {
+            format!(
+                "MISMATCH: {} accepted, {} audited, {} in a known state",
+                books.accepted, books.audited, placed
+            )
+        };
+        writeln!(
+            out,
+            "{:<12} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>10}  {verdict}",
+            books.origin,
+            books.accepted,
+            books.audited,
+            books.routed,
+            books.claimed,
+            books.reported,
+            books.delivered,
+            books.returned,
+            books.refused,
+            books.duplicates
+        )?;
+    }
+    Ok(out)
+}

@@ -42,3 +42,46 @@ pub async fn refusals_by_reason(db: &PgPool) -> sqlx::Result<Vec<(String, i64)>>
         .map(|row| (row.reason, row.count))
         .collect())
 }
+
+/// One origin hospital's books: what the relay accepted from it and where each request is, so an
+/// operator can show that nothing is missing. Every accepted request must appear in the audit
+/// trail (`audited`) and in exactly one state; every refused message was dead-lettered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OriginBooks {
+    pub origin: String,
+    pub accepted: i64,
+    /// Accepted requests whose `received` event reached the audit trail.
+    pub audited: i64,
+    pub routed: i64,
+    pub claimed: i64,
+    pub reported: i64,
+    pub delivered: i64,
+    pub returned: i64,
+    /// Refused and dead-lettered with a reason (sent by this hospital's broker user).
+    pub refused: i64,
+    /// Identical copies absorbed by deduplication.
+    pub duplicates: i64,
+}
+
+pub async fn reconciliation(db: &PgPool) -> sqlx::Result<Vec<OriginBooks>> {
+    sqlx::query_as!(
+        OriginBooks,
+        r#"select h.code as "origin!",
+                  count(r.id) as "accepted!",
+                  count(r.id) filter (where exists (select 1 from lifecycle_events e
+                                                    where e.request_uuid = r.id and e.state = 'received')) as "audited!",
+                  count(r.id) filter (where r.state = 'routed') as "routed!",
+                  count(r.id) filter (where r.state = 'claimed') as "claimed!",
+                  count(r.id) filter (where r.state = 'reported') as "reported!",
+                  count(r.id) filter (where r.state = 'delivered') as "delivered!",
+                  count(r.id) filter (where r.state = 'returned') as "returned!",
+                  (select count(*) from rejected_messages m where m.sender_hospital = h.code) as "refused!",
+                  coalesce(sum(r.duplicates_received), 0) as "duplicates!"
+           from hospitals h left join review_requests r on r.origin_hospital = h.code
+           group by h.code
+           having count(r.id) > 0 or exists (select 1 from rejected_messages m where m.sender_hospital = h.code)
+           order by h.code"#,
+    )
+    .fetch_all(db)
+    .await
+}
