@@ -1,0 +1,122 @@
+//! Origin HIS consumers: each origin reads its own results queue as its own broker user,
+//! counts results, rejections and returns, resubmits a returned request once, and acks a
+//! notice only after what it caused (a resubmission) is confirmed.
+
+use crate::county::OriginSession;
+use crate::progress::Stats;
+use bus::PublishError;
+use bus::lapin::Connection;
+use bus::lapin::message::Delivery;
+use bus::lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
+use bus::lapin::types::FieldTable;
+use contract::v1;
+use futures::StreamExt;
+use prost::Message;
+
+/// Notices in flight per origin; handled one at a time, so a small prefetch is enough.
+const PREFETCH: u16 = 16;
+
+/// Consumes the origin's results queue until shutdown. A broker fault ends the session (the
+/// supervisor reconnects); unacked notices are redelivered then.
+pub(crate) async fn consume(
+    session: &OriginSession<'_>,
+    connection: &Connection,
+) -> anyhow::Result<()> {
+    let sim = session.sim;
+    let queue = sim.names.origin_results_queue(&session.origin.code);
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(PREFETCH, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            format!("simulator-{}-{}", session.origin.code, uuid::Uuid::new_v4())
+                .as_str()
+                .into(),
+            // Manual acks: a notice is acked only once counted and acted upon.
+            BasicConsumeOptions {
+                no_ack: false,
+                exclusive: false,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue, origin = %session.origin.code, "origin inbox consuming");
+    let mut deliveries =
+        std::pin::pin!(consumer.take_until(sim.shutdown.clone().cancelled_owned()));
+    while let Some(delivery) = deliveries.next().await {
+        handle(session, delivery?).await?;
+    }
+    channel.close(200, "simulation stopped".into()).await.ok();
+    Ok(())
+}
+
+async fn handle(session: &OriginSession<'_>, delivery: Delivery) -> anyhow::Result<()> {
+    let stats = &session.sim.stats;
+    let notice = match v1::OriginNotice::decode(delivery.data.as_slice()) {
+        Ok(notice) => notice,
+        Err(error) => {
+            // Not ours to fix: dead-letter it (the queue's dead-letter exchange keeps it).
+            tracing::error!(origin = %session.origin.code, error = %error, "undecodable notice; rejecting it");
+            delivery
+                .reject(BasicRejectOptions { requeue: false })
+                .await?;
+            return Ok(());
+        }
+    };
+    match notice.notice {
+        Some(v1::origin_notice::Notice::Result(result)) => {
+            Stats::add(&stats.results);
+            if result.critical {
+                Stats::add(&stats.critical_results);
+                tracing::info!(
+                    request_id = result.request_id,
+                    reviewer = result.reviewer_id,
+                    critical_finding = result.critical_finding,
+                    "critical result received"
+                );
+            }
+            session.outstanding.remove(&result.request_id);
+        }
+        Some(v1::origin_notice::Notice::Rejected(rejected)) => {
+            Stats::add(&stats.rejections);
+            let reason = v1::RejectionReason::try_from(rejected.reason)
+                .map_or("unknown", |r| r.as_str_name());
+            tracing::warn!(
+                request_id = rejected.request_id,
+                reason,
+                detail = rejected.detail,
+                "request rejected by the relay"
+            );
+            session.outstanding.remove(&rejected.request_id);
+        }
+        Some(v1::origin_notice::Notice::Returned(returned)) => {
+            Stats::add(&stats.returns);
+            let reason =
+                v1::ReturnReason::try_from(returned.reason).map_or("unknown", |r| r.as_str_name());
+            tracing::info!(
+                request_id = returned.request_id,
+                reason,
+                reviewer = returned.reviewer_id,
+                "request returned"
+            );
+            match session.resubmit(&returned.request_id).await {
+                Ok(true) => Stats::add(&stats.resubmissions),
+                Ok(false) => {}
+                // The connection is gone: leave the notice unacked so it comes back.
+                Err(PublishError::Broker(error)) => return Err(error.into()),
+                Err(error) => {
+                    Stats::add(&stats.publish_failures);
+                    tracing::warn!(request_id = returned.request_id, error = %error, "resubmission not taken by the broker");
+                }
+            }
+        }
+        None => tracing::warn!(origin = %session.origin.code, "empty notice"),
+    }
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}

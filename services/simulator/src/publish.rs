@@ -1,0 +1,74 @@
+//! Publishing as a county HIS. `bus::Publisher` sets no `user_id` (the relay's own services
+//! publish as themselves), so an origin publishes through [`publish_request`], which sets the
+//! properties a HIS must set.
+
+use bus::PublishError;
+use bus::lapin::options::BasicPublishOptions;
+use bus::lapin::{BasicProperties, Channel, Confirmation};
+use std::time::Duration;
+
+/// Publishes one encoded `ReviewRequest` the way a HIS must: persistent, mandatory, with the
+/// broker-verified `user_id`, a fresh `message_id`, the request's `correlation_id`, and waits
+/// for the broker's confirm. A returned (unroutable) message is an error.
+pub async fn publish_request(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    broker_user: &str,
+    body: &[u8],
+    correlation_id: &str,
+    confirm_timeout: Duration,
+) -> Result<(), PublishError> {
+    let place = || (exchange.to_owned(), routing_key.to_owned());
+    let properties = BasicProperties::default()
+        // Persistent: written to disk by classic queues; quorum queues always are.
+        .with_delivery_mode(2)
+        .with_content_type(contract::CONTENT_TYPE.into())
+        .with_type(contract::message_type::REVIEW_REQUEST.into())
+        // The broker refuses a user_id that is not the connection's user, so the dispatcher can
+        // trust it as the sender's identity.
+        .with_user_id(broker_user.into())
+        .with_message_id(uuid::Uuid::new_v4().to_string().into())
+        .with_correlation_id(correlation_id.into())
+        .with_timestamp(
+            chrono::Utc::now()
+                .timestamp()
+                .try_into()
+                .unwrap_or_default(),
+        );
+    let confirmation = tokio::time::timeout(confirm_timeout, async {
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                // mandatory: an unroutable request comes back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                properties,
+            )
+            .await?
+            .await
+    })
+    .await
+    .map_err(|_| PublishError::ConfirmTimeout(confirm_timeout))??;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_returned)) => {
+            let (exchange, routing_key) = place();
+            Err(PublishError::Unroutable {
+                exchange,
+                routing_key,
+            })
+        }
+        Confirmation::Nack(_) | Confirmation::NotRequested => {
+            let (exchange, routing_key) = place();
+            Err(PublishError::Nacked {
+                exchange,
+                routing_key,
+            })
+        }
+    }
+}
