@@ -17,7 +17,8 @@ pub struct TestBroker {
     channel: Channel,
     topology: bus::Topology,
     /// Queues this test may have caused to exist, deleted at the end.
-    queues: std::sync::Mutex<Vec<String>>,
+    queues: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    amqp_url: String,
 }
 
 /// What a publish put on the wire.
@@ -63,7 +64,8 @@ impl TestBroker {
             connection,
             channel,
             topology,
-            queues: std::sync::Mutex::new(queues),
+            queues: std::sync::Arc::new(std::sync::Mutex::new(queues)),
+            amqp_url: amqp_url.to_owned(),
         }
     }
 
@@ -254,26 +256,105 @@ impl TestBroker {
 
     /// Deletes every queue and exchange of the namespace.
     pub async fn delete_namespace(&self) {
-        let names = &self.topology.names;
         let queues = self.queues.lock().unwrap().clone();
-        for queue in queues {
-            self.channel
-                .queue_delete(queue.as_str().into(), Default::default())
-                .await
-                .ok();
-        }
-        for exchange in [
-            names.requests_exchange(),
-            names.review_exchange(),
-            names.results_exchange(),
-            names.events_exchange(),
-            names.dead_letter_exchange(),
-        ] {
-            self.channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await
-                .ok();
-        }
+        delete_names(&self.channel, &queues, &exchanges_of(&self.topology.names)).await;
         self.connection.close(200, "test done".into()).await.ok();
+    }
+}
+
+fn exchanges_of(names: &bus::Names) -> Vec<String> {
+    vec![
+        names.requests_exchange(),
+        names.review_exchange(),
+        names.results_exchange(),
+        names.events_exchange(),
+        names.dead_letter_exchange(),
+    ]
+}
+
+/// Deletes queues and exchanges, ignoring those already gone.
+async fn delete_names(channel: &Channel, queues: &[String], exchanges: &[String]) {
+    for queue in queues {
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .ok();
+    }
+    for exchange in exchanges {
+        channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await
+            .ok();
+    }
+}
+
+/// Deletes a test's namespace if the test ends without `TestRelay::stop` (a failed assertion
+/// panics first). Without it every failed test would leave its quorum queues on the shared
+/// broker, and each holds file handles: enough of them and the broker stops accepting
+/// connections.
+pub struct NamespaceCleanup {
+    amqp_url: String,
+    queues: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    exchanges: Vec<String>,
+    /// The services' shutdown: cancelled first, so that no service re-declares a queue after
+    /// its consumer was cancelled by the deletion.
+    services: tokio_util::sync::CancellationToken,
+    armed: bool,
+}
+
+impl TestBroker {
+    pub fn cleanup_guard(&self, services: tokio_util::sync::CancellationToken) -> NamespaceCleanup {
+        NamespaceCleanup {
+            amqp_url: self.amqp_url.clone(),
+            queues: self.queues.clone(),
+            exchanges: exchanges_of(&self.topology.names),
+            services,
+            armed: true,
+        }
+    }
+}
+
+impl NamespaceCleanup {
+    /// The test cleaned up after itself.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for NamespaceCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.services.cancel();
+        let url = self.amqp_url.clone();
+        let queues = self
+            .queues
+            .lock()
+            .map(|queues| queues.clone())
+            .unwrap_or_default();
+        let exchanges = self.exchanges.clone();
+        // Drop may run inside the test's runtime, which cannot be blocked on: clean up from a
+        // thread with a runtime of its own, bounded in time.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let work = async {
+                    let connection = Connection::connect(&url, Default::default()).await.ok()?;
+                    let channel = connection.create_channel().await.ok()?;
+                    delete_names(&channel, &queues, &exchanges).await;
+                    connection.close(200, "test cleanup".into()).await.ok()
+                };
+                tokio::time::timeout(Duration::from_secs(30), work)
+                    .await
+                    .ok();
+            });
+        });
+        cleanup.join().ok();
     }
 }

@@ -75,6 +75,8 @@ pub struct TestRelay {
     pub broker: broker::TestBroker,
     shutdown: CancellationToken,
     services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    /// Deletes the namespace from the broker if the test panics before `stop`.
+    cleanup: broker::NamespaceCleanup,
 }
 
 impl TestRelay {
@@ -108,9 +110,10 @@ impl TestRelay {
         };
         let topology = broker_config.topology().unwrap();
         let broker = broker::TestBroker::connect(amqp_url, topology.clone()).await;
+        let shutdown = CancellationToken::new();
+        let cleanup = broker.cleanup_guard(shutdown.clone());
         broker.declare_for_registry(registry).await;
         let database = runtime::DatabaseConfig::default();
-        let shutdown = CancellationToken::new();
         let mut services = Vec::new();
 
         let dispatcher_config = dispatcher::Config {
@@ -166,6 +169,7 @@ impl TestRelay {
             broker,
             shutdown,
             services,
+            cleanup,
         };
         relay.wait_until_ready().await;
         relay
@@ -181,7 +185,7 @@ impl TestRelay {
 
     /// Stops every service (they drain), checks that each ended cleanly, and deletes the
     /// namespace's queues and exchanges from the shared broker.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
         for (name, task) in self.services {
             let ended = tokio::time::timeout(DEADLINE, task).await;
@@ -192,6 +196,7 @@ impl TestRelay {
                 .unwrap_or_else(|e| panic!("{name} failed: {e:#}"));
         }
         self.broker.delete_namespace().await;
+        self.cleanup.disarm();
     }
 
     /// `POST /v1/worklist/next` as the reviewer with `token`: the claimed request, or `None`.

@@ -126,12 +126,16 @@ impl PrivatePostgres {
         .await;
         if stat_of(postmaster).is_some() {
             // Dead but not yet reaped: its parent is init now, and some inits reap late (every
-            // 2 s on the Firecracker VMs the tests run on) or never. A zombie still answers
-            // kill(pid, 0), so a new postmaster would take the stale lock file for a live one.
-            // Nothing of the old cluster runs any more, so the lock file guards nothing.
-            let lock_file = self.data_dir().join("postmaster.pid");
-            std::fs::remove_file(&lock_file)
-                .unwrap_or_else(|e| panic!("removing {}: {e}", lock_file.display()));
+            // 2 s on the VMs these tests run on) or never. A zombie still answers kill(pid, 0),
+            // so a new postmaster would take the lock files naming it for a live postmaster's.
+            // Nothing of the old cluster runs any more: the lock files guard nothing.
+            for lock_file in [
+                self.data_dir().join("postmaster.pid"),
+                self.dir.join(format!(".s.PGSQL.{}.lock", self.port)),
+            ] {
+                std::fs::remove_file(&lock_file)
+                    .unwrap_or_else(|e| panic!("removing {}: {e}", lock_file.display()));
+            }
         }
     }
 

@@ -5,6 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = relayctl::Cli::parse();
-    telemetry::init("relayctl", telemetry::LogFormat::Pretty);
+    // Its output is for a person at a terminal: warnings and errors only, unless RUST_LOG says.
+    telemetry::init_with_default_level("relayctl", telemetry::LogFormat::Pretty, "warn");
     relayctl::run(cli).await
 }

@@ -60,10 +60,13 @@ pub async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String
             passive: true,
             ..Default::default()
         };
-        match channel
+        let found = channel
             .queue_declare(queue.as_str().into(), options, FieldTable::default())
-            .await
-        {
+            .await;
+        if found.is_ok() {
+            channel.close(200, "counted".into()).await.ok();
+        }
+        match found {
             Ok(found)
                 if found.message_count() > 0
                     || found.consumer_count() > 0

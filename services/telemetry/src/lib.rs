@@ -29,7 +29,13 @@ impl LogFormat {
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`info`).
 /// Calling it twice is harmless: the second call keeps the first subscriber.
 pub fn init(service: &'static str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default_level(service, format, "info");
+}
+
+/// As [`init`], with another default level: a command-line tool logs only warnings unless asked.
+pub fn init_with_default_level(service: &'static str, format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
         LogFormat::Json => registry
@@ -44,7 +50,7 @@ pub fn init(service: &'static str, format: LogFormat) {
         LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
     };
     if installed.is_ok() {
-        tracing::info!(service, "logging started");
+        tracing::debug!(service, "logging started");
     }
 }
 
