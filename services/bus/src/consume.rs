@@ -58,7 +58,7 @@ where
         .await?;
     tracing::info!(queue, "consuming");
     consumer
-        .take_until(stop.cancelled_owned())
+        .take_until(stop.clone().cancelled_owned())
         .map_err(anyhow::Error::from)
         .try_for_each_concurrent(usize::from(prefetch), |delivery| {
             let acker = delivery.acker.clone();
@@ -81,5 +81,12 @@ where
                 Ok(())
             }
         })
-        .await
+        .await?;
+    // The broker cancels a consumer (its queue was deleted, a node went away) by ending the
+    // stream cleanly. Unless we were asked to stop, that is a fault: the session must reconnect
+    // and re-declare, not drain and stop consuming for good.
+    if !stop.is_cancelled() {
+        anyhow::bail!("the broker cancelled the consumer of {queue}");
+    }
+    Ok(())
 }
