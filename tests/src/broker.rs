@@ -223,11 +223,12 @@ impl TestBroker {
             passive: true,
             ..Default::default()
         };
-        channel
+        let found = channel
             .queue_declare(queue.into(), options, FieldTable::default())
             .await
-            .unwrap()
-            .message_count()
+            .unwrap();
+        channel.close(200, "depth read".into()).await.ok();
+        found.message_count()
     }
 
     async fn get_one(&self, queue: &str, what: &str) -> bus::lapin::message::Delivery {

@@ -56,13 +56,21 @@ where
                     tracing::warn!(error = %error, what, attempt = failures, "database unavailable; waiting");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(bus::reconnect_delay(failures)) => {}
+                    _ = tokio::time::sleep(database_retry_delay(failures)) => {}
                     _ = shutdown.cancelled() => return Err(error),
                 }
             }
             result => return result,
         }
     }
+}
+
+/// How long to wait before trying the database again: the broker backoff, capped at 2 s, with
+/// jitter. Lower than the broker's cap because every waiting delivery is a request held up, and
+/// the pool's own acquire timeout already spaces attempts while the database is down.
+pub fn database_retry_delay(attempt: u32) -> std::time::Duration {
+    let cap = bus::reconnect_delay(attempt).min(std::time::Duration::from_millis(2_000));
+    cap.max(std::time::Duration::from_millis(50))
 }
 
 /// Whether an error is worth waiting out (the database is down, restarting or overloaded) rather

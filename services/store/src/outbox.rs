@@ -79,7 +79,7 @@ impl OutboxRelay {
                     database_failures += 1;
                     tracing::warn!(error = %error, attempt = database_failures, "outbox relay waits for the database");
                     tokio::select! {
-                        _ = tokio::time::sleep(bus::reconnect_delay(database_failures)) => continue,
+                        _ = tokio::time::sleep(crate::database_retry_delay(database_failures)) => continue,
                         _ = shutdown.cancelled() => return Ok(()),
                     }
                 }
