@@ -117,9 +117,11 @@ impl TestRelay {
         let mut services = Vec::new();
 
         let dispatcher_config = dispatcher::Config {
-            broker: broker_config.clone(),
-            database: database.clone(),
-            log_format: "json".into(),
+            service: runtime::ServiceConfig {
+                broker: broker_config.clone(),
+                database: database.clone(),
+                log_format: "json".into(),
+            },
             ..Default::default()
         };
         services.push((
@@ -132,9 +134,11 @@ impl TestRelay {
         ));
 
         let recorder_config = recorder::Config {
-            broker: broker_config.clone(),
-            database: database.clone(),
-            log_format: "json".into(),
+            service: runtime::ServiceConfig {
+                broker: broker_config.clone(),
+                database: database.clone(),
+                log_format: "json".into(),
+            },
             ..Default::default()
         };
         services.push((
@@ -145,9 +149,11 @@ impl TestRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let desk_url = format!("http://{}", listener.local_addr().unwrap());
         let desk_config = review_desk::Config {
-            broker: broker_config.clone(),
-            database,
-            log_format: "json".into(),
+            service: runtime::ServiceConfig {
+                broker: broker_config.clone(),
+                database,
+                log_format: "json".into(),
+            },
             ..Default::default()
         };
         services.push((

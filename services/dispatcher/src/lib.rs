@@ -8,7 +8,7 @@ mod decide;
 use anyhow::Context as _;
 use bus::lapin::Connection;
 use bus::{Handled, OutgoingMessage, Publisher, Topology};
-use runtime::{BrokerConfig, ConfigError, DatabaseConfig, Session};
+use runtime::{ConfigError, ServiceConfig, Session};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::collections::HashSet;
@@ -20,11 +20,9 @@ use tokio_util::sync::CancellationToken;
 /// The dispatcher's settings (env `TELERELAY_*`, see `runtime::load`).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Config {
+    /// Broker, database and log format, as every service has them.
     #[serde(flatten)]
-    pub broker: BrokerConfig,
-    #[serde(flatten)]
-    pub database: DatabaseConfig,
-    pub log_format: String,
+    pub service: ServiceConfig,
     /// Deliveries in flight at once; also the consumer prefetch.
     pub prefetch: u16,
     /// Largest request body accepted. A 12-lead 10 s ECG at 1000 Hz is about 250 KB.
@@ -34,9 +32,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            broker: BrokerConfig::default(),
-            database: DatabaseConfig::default(),
-            log_format: "json".into(),
+            service: ServiceConfig::default(),
             prefetch: 32,
             max_body_bytes: 2 * 1024 * 1024,
         }
@@ -51,9 +47,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.broker.addresses()?;
-        self.broker.topology()?;
-        self.log_format()?;
+        self.service.validate()?;
         if self.prefetch == 0 {
             return Err(ConfigError::Invalid {
                 setting: "prefetch",
@@ -67,13 +61,6 @@ impl Config {
             });
         }
         Ok(())
-    }
-
-    pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {
-        telemetry::LogFormat::parse(&self.log_format).ok_or(ConfigError::Invalid {
-            setting: "log_format",
-            reason: "json or pretty".into(),
-        })
     }
 }
 
@@ -89,9 +76,9 @@ pub(crate) struct Context {
 /// Runs the dispatcher until `shutdown` is cancelled and in-flight work has drained.
 pub async fn run(config: Config, db: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
-    let addresses = config.broker.addresses()?;
+    let addresses = config.service.broker.addresses()?;
     let context = Arc::new(Context {
-        topology: config.broker.topology()?,
+        topology: config.service.broker.topology()?,
         config,
         db,
         shutdown: shutdown.clone(),
@@ -122,7 +109,7 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
     let publisher = Publisher::open(
         &connection,
         "dispatcher",
-        context.config.broker.confirm_timeout(),
+        context.config.service.broker.confirm_timeout(),
     )
     .await?;
     let state = Arc::new(SessionState {

@@ -5,10 +5,10 @@ use secrecy::ExposeSecret;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = dispatcher::Config::load()?;
-    telemetry::init("dispatcher", config.log_format()?);
+    telemetry::init("dispatcher", config.service.log_format()?);
     let db = store::connect_lazy(
-        config.database.database_url.expose_secret(),
-        config.database.database_max_connections,
+        config.service.database.database_url.expose_secret(),
+        config.service.database.database_max_connections,
     )?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     runtime::cancel_on_signals(shutdown.clone());

@@ -106,6 +106,9 @@ mod tests {
     fn an_event_without_a_state_is_refused() {
         let wire = v1::LifecycleEvent {
             event_id: Uuid::new_v4().to_string(),
+            occurred_at: Some(timestamp(
+                DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            )),
             ..Default::default()
         };
         assert_eq!(LifecycleFact::from_wire(wire), Err(EventError::State));

@@ -8,7 +8,7 @@ use bus::{DeadLetterReason, Handled, OutgoingMessage, Publisher, Topology};
 use contract::v1;
 use domain::LifecycleFact;
 use prost::Message;
-use runtime::{BrokerConfig, ConfigError, DatabaseConfig, Session};
+use runtime::{ConfigError, ServiceConfig, Session};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -17,11 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Config {
+    /// Broker, database and log format, as every service has them.
     #[serde(flatten)]
-    pub broker: BrokerConfig,
-    #[serde(flatten)]
-    pub database: DatabaseConfig,
-    pub log_format: String,
+    pub service: ServiceConfig,
     /// Deliveries in flight per queue; also the consumer prefetch.
     pub prefetch: u16,
 }
@@ -29,9 +27,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            broker: BrokerConfig::default(),
-            database: DatabaseConfig::default(),
-            log_format: "json".into(),
+            service: ServiceConfig::default(),
             prefetch: 64,
         }
     }
@@ -45,9 +41,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.broker.addresses()?;
-        self.broker.topology()?;
-        self.log_format()?;
+        self.service.validate()?;
         if self.prefetch == 0 {
             return Err(ConfigError::Invalid {
                 setting: "prefetch",
@@ -55,13 +49,6 @@ impl Config {
             });
         }
         Ok(())
-    }
-
-    pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {
-        telemetry::LogFormat::parse(&self.log_format).ok_or(ConfigError::Invalid {
-            setting: "log_format",
-            reason: "json or pretty".into(),
-        })
     }
 }
 
@@ -75,9 +62,9 @@ struct Context {
 /// Runs the recorder until `shutdown` is cancelled and in-flight work has drained.
 pub async fn run(config: Config, db: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
-    let addresses = config.broker.addresses()?;
+    let addresses = config.service.broker.addresses()?;
     let context = Arc::new(Context {
-        topology: config.broker.topology()?,
+        topology: config.service.broker.topology()?,
         config,
         db,
         shutdown: shutdown.clone(),
@@ -98,7 +85,7 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
     let publisher = Publisher::open(
         &connection,
         "recorder",
-        context.config.broker.confirm_timeout(),
+        context.config.service.broker.confirm_timeout(),
     )
     .await?;
     let (events_channel, results_channel) = (

@@ -5,10 +5,10 @@ use secrecy::ExposeSecret;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = recorder::Config::load()?;
-    telemetry::init("recorder", config.log_format()?);
+    telemetry::init("recorder", config.service.log_format()?);
     let db = store::connect_lazy(
-        config.database.database_url.expose_secret(),
-        config.database.database_max_connections,
+        config.service.database.database_url.expose_secret(),
+        config.service.database.database_max_connections,
     )?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     runtime::cancel_on_signals(shutdown.clone());

@@ -15,7 +15,7 @@ mod error;
 mod view;
 mod worklist;
 
-use runtime::{BrokerConfig, ConfigError, DatabaseConfig};
+use runtime::{ConfigError, ServiceConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -25,11 +25,9 @@ pub use error::ApiError;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct Config {
+    /// Broker, database and log format, as every service has them.
     #[serde(flatten)]
-    pub broker: BrokerConfig,
-    #[serde(flatten)]
-    pub database: DatabaseConfig,
-    pub log_format: String,
+    pub service: ServiceConfig,
     /// Where to listen (env `TELERELAY_HTTP_ADDR`).
     pub http_addr: String,
     /// How long a claim lasts without a report (env `TELERELAY_LEASE_SECONDS`).
@@ -39,9 +37,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            broker: BrokerConfig::default(),
-            database: DatabaseConfig::default(),
-            log_format: "json".into(),
+            service: ServiceConfig::default(),
             http_addr: "127.0.0.1:8080".into(),
             lease_seconds: 15 * 60,
         }
@@ -56,9 +52,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.broker.addresses()?;
-        self.broker.topology()?;
-        self.log_format()?;
+        self.service.validate()?;
         if !(10..=24 * 3600).contains(&self.lease_seconds) {
             return Err(ConfigError::Invalid {
                 setting: "lease_seconds",
@@ -66,13 +60,6 @@ impl Config {
             });
         }
         Ok(())
-    }
-
-    pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {
-        telemetry::LogFormat::parse(&self.log_format).ok_or(ConfigError::Invalid {
-            setting: "log_format",
-            reason: "json or pretty".into(),
-        })
     }
 }
 
@@ -92,14 +79,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate()?;
-    let topology = config.broker.topology()?;
-    let addresses = config.broker.addresses()?;
+    let topology = config.service.broker.topology()?;
+    let addresses = config.service.broker.addresses()?;
     let broker_stop = CancellationToken::new();
     let (link, broker_task) = broker::start(
         addresses,
         topology.clone(),
         db.clone(),
-        config.broker.confirm_timeout(),
+        config.service.broker.confirm_timeout(),
         broker_stop.clone(),
     );
     let desk = Arc::new(Desk {

@@ -5,10 +5,10 @@ use secrecy::ExposeSecret;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = review_desk::Config::load()?;
-    telemetry::init("review-desk", config.log_format()?);
+    telemetry::init("review-desk", config.service.log_format()?);
     let db = store::connect_lazy(
-        config.database.database_url.expose_secret(),
-        config.database.database_max_connections,
+        config.service.database.database_url.expose_secret(),
+        config.service.database.database_max_connections,
     )?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
     tracing::info!(address = %listener.local_addr()?, "review desk listening");

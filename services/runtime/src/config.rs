@@ -118,3 +118,41 @@ impl Default for DatabaseConfig {
 fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(secret.expose_secret())
 }
+
+/// The settings every service shares: broker, database and log format. Services flatten it into
+/// their own `Config`, so the environment variables stay `TELERELAY_AMQP_URL`, … .
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct ServiceConfig {
+    #[serde(flatten)]
+    pub broker: BrokerConfig,
+    #[serde(flatten)]
+    pub database: DatabaseConfig,
+    /// `json` (production) or `pretty` (a developer's terminal). Env `TELERELAY_LOG_FORMAT`.
+    pub log_format: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            broker: BrokerConfig::default(),
+            database: DatabaseConfig::default(),
+            log_format: "json".into(),
+        }
+    }
+}
+
+impl ServiceConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.broker.addresses()?;
+        self.broker.topology()?;
+        self.log_format()?;
+        Ok(())
+    }
+
+    pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {
+        telemetry::LogFormat::parse(&self.log_format).ok_or(ConfigError::Invalid {
+            setting: "log_format",
+            reason: "json or pretty".into(),
+        })
+    }
+}

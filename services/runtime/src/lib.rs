@@ -4,7 +4,7 @@
 mod config;
 mod supervise;
 
-pub use config::{BrokerConfig, ConfigError, DatabaseConfig, load};
+pub use config::{BrokerConfig, ConfigError, DatabaseConfig, ServiceConfig, load};
 pub use supervise::{Session, supervise};
 
 use tokio_util::sync::CancellationToken;
