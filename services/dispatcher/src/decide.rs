@@ -25,14 +25,25 @@ pub(crate) enum Failure {
     Poison(anyhow::Error),
 }
 
-impl Failure {
-    fn from_database(error: sqlx::Error, shutdown: bool) -> Self {
-        if store::is_transient(&error) && shutdown {
-            Failure::ShuttingDown
-        } else {
-            Failure::Poison(anyhow::Error::new(error).context("database refused the write"))
-        }
-    }
+/// Runs a database operation, waiting out outages; a failure that remains is either shutdown
+/// arriving during an outage, or a fault in this message's data.
+async fn database<T, F, Fut>(context: &Context, what: &str, operation: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let shutdown = &context.shutdown;
+    store::wait_out_outages(shutdown, what, operation)
+        .await
+        .map_err(|error| {
+            if store::is_transient(&error) && shutdown.is_cancelled() {
+                Failure::ShuttingDown
+            } else {
+                Failure::Poison(
+                    anyhow::Error::new(error).context(format!("database refused {what}")),
+                )
+            }
+        })
 }
 
 /// The identity facts of a delivery, known before its body is read.
@@ -82,14 +93,14 @@ pub(crate) async fn process(
     delivery: &Delivery,
 ) -> Result<(), Failure> {
     let envelope = Envelope::of(delivery);
-    let shutdown = &context.shutdown;
     let db = &context.db;
     let sender = match &envelope.user_id {
-        Some(user) => store::wait_out_outages(shutdown, "sender lookup", || {
-            store::registry::hospital_of_broker_user(db, user)
-        })
-        .await
-        .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?,
+        Some(user) => {
+            database(context, "sender lookup", || {
+                store::registry::hospital_of_broker_user(db, user)
+            })
+            .await?
+        }
         None => None,
     };
     if let Some(sender) = &sender {
@@ -160,11 +171,10 @@ pub(crate) async fn process(
         )
         .await;
     }
-    let route = store::wait_out_outages(shutdown, "routing", || {
+    let route = database(context, "routing", || {
         store::registry::route(db, &request.origin, &request.department, request.kind())
     })
-    .await
-    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+    .await?;
     let Some(route) = route else {
         let rejection = Rejection::new(
             RejectionReason::NoPairing,
@@ -204,12 +214,10 @@ async fn check_sender(
     request: &ReviewRequest,
     user_id: Option<&str>,
 ) -> Result<Result<(), Rejection>, Failure> {
-    let shutdown = &context.shutdown;
-    let registered_user = store::wait_out_outages(shutdown, "origin lookup", || {
+    let registered_user = database(context, "origin lookup", || {
         store::registry::broker_user_of(&context.db, &request.origin)
     })
-    .await
-    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+    .await?;
     let Some(registered_user) = registered_user else {
         return Ok(Err(Rejection::new(
             RejectionReason::UnknownOrigin,
@@ -299,8 +307,7 @@ async fn accept(
         body: &delivery.data,
         pool: &route.pool,
     };
-    let shutdown = &context.shutdown;
-    let outcome = store::wait_out_outages(shutdown, "recording a request", || async {
+    let outcome = database(context, "recording a request", || async {
         let mut tx = context.db.begin().await?;
         let acceptance = store::requests::accept(&mut tx, &new_request).await?;
         if acceptance == Acceptance::Accepted {
@@ -350,8 +357,7 @@ async fn accept(
         tx.commit().await?;
         Ok(acceptance)
     })
-    .await
-    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+    .await?;
 
     match outcome {
         Acceptance::Accepted => {
@@ -419,8 +425,7 @@ async fn refuse(
     } else {
         envelope.correlation_id.clone()
     };
-    let shutdown = &context.shutdown;
-    let first_time = store::wait_out_outages(shutdown, "recording a refusal", || async {
+    let first_time = database(context, "recording a refusal", || async {
         let mut tx = context.db.begin().await?;
         if !store::requests::record_refusal(&mut tx, &refusal).await? {
             return Ok(false);
@@ -460,8 +465,7 @@ async fn refuse(
         tx.commit().await?;
         Ok(true)
     })
-    .await
-    .map_err(|error| Failure::from_database(error, shutdown.is_cancelled()))?;
+    .await?;
     if first_time {
         context.outbox_wake.notify_one();
     }
