@@ -224,6 +224,12 @@ impl TestRelay {
         }
     }
 
+    /// Claims the next request as the reviewer with `token`, waiting until one is handed out:
+    /// a request's row commits before the outbox puts its message in the lane.
+    pub async fn claim_next(&self, token: &str) -> serde_json::Value {
+        wait_for("a request to be handed out", || self.take_next(token)).await
+    }
+
     /// `POST /v1/requests/{id}/report`; returns the HTTP status and JSON body.
     pub async fn report(
         &self,

@@ -20,10 +20,7 @@ async fn round_trip(
     let published = relay.broker.publish_request(&request).await;
     let id = relay.request_uuid(HOSPITAL_A, &request.request_id).await;
 
-    let claimed = relay
-        .take_next(reviewer_token)
-        .await
-        .expect("the request waits in the reviewer's pool");
+    let claimed = relay.claim_next(reviewer_token).await;
     assert_eq!(claimed["request_uuid"], id.to_string());
     assert_eq!(claimed["request_id"], request.request_id);
     assert_eq!(
@@ -107,7 +104,7 @@ async fn the_reviewer_receives_the_full_waveform_as_the_county_sent_it(db: PgPoo
     );
     relay.broker.publish_request(&request).await;
     relay.request_uuid(HOSPITAL_A, &request.request_id).await;
-    let claimed = relay.take_next(tokens::ECG).await.expect("claimed");
+    let claimed = relay.claim_next(tokens::ECG).await;
     let Some(v1::review_request::Study::Ecg(ecg)) = &request.study else {
         unreachable!()
     };
@@ -164,6 +161,14 @@ async fn a_stat_request_published_after_fifty_routine_ones_is_handed_out_first(d
     let stat = ecg_request(HOSPITAL_A, "STAT-CHEST-PAIN", v1::Priority::Stat, "E07502");
     relay.broker.publish_request(&stat).await;
     relay.request_uuid(HOSPITAL_A, "STAT-CHEST-PAIN").await;
+    let stat_lane = relay.topology.names.review_lane(
+        &domain::PoolCode::parse("xy-ecg").unwrap(),
+        domain::Priority::Stat,
+    );
+    wait_until("the STAT request to wait in its lane", || async {
+        relay.broker.depth(&stat_lane).await == 1
+    })
+    .await;
     let routine_lane = relay.topology.names.review_lane(
         &domain::PoolCode::parse("xy-ecg").unwrap(),
         domain::Priority::Routine,
@@ -173,13 +178,10 @@ async fn a_stat_request_published_after_fifty_routine_ones_is_handed_out_first(d
     })
     .await;
 
-    let first = relay.take_next(tokens::ECG).await.expect("work waits");
+    let first = relay.claim_next(tokens::ECG).await;
     assert_eq!(first["request_id"], "STAT-CHEST-PAIN");
     assert_eq!(first["priority"], "stat");
-    let second = relay
-        .take_next(tokens::ECG_SECOND)
-        .await
-        .expect("work waits");
+    let second = relay.claim_next(tokens::ECG_SECOND).await;
     assert_eq!(second["priority"], "routine");
     relay.stop().await;
 }

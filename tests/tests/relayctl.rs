@@ -220,7 +220,7 @@ async fn reconciliation_accounts_for_every_request_and_refusal_per_origin(db: Pg
         .publish_bytes("HN-HH-001.ecg", b"garbage".to_vec(), Some("guest"))
         .await;
     relay.request_uuid(HOSPITAL_A, "BOOKS-0").await;
-    let claimed = relay.take_next(tokens::ECG).await.expect("work waits");
+    let claimed = relay.claim_next(tokens::ECG).await;
     let claimed_id = claimed["request_uuid"].as_str().unwrap().to_owned();
     let (status, _) = relay
         .report(tokens::ECG, &claimed_id, tests::report_body(false))

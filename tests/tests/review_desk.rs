@@ -43,7 +43,7 @@ async fn only_the_reviewer_holding_a_request_can_report_it_and_only_once(db: PgP
         ))
         .await;
     relay.request_uuid(HOSPITAL_A, "ECG-HELD").await;
-    let claimed = relay.take_next(tokens::ECG).await.expect("claimed");
+    let claimed = relay.claim_next(tokens::ECG).await;
     let id = claimed["request_uuid"].as_str().unwrap().to_owned();
     assert!(
         relay.take_next(tokens::ECG_SECOND).await.is_none(),
@@ -89,7 +89,7 @@ async fn a_critical_report_must_name_its_finding(db: PgPool) {
         ))
         .await;
     relay.request_uuid(HOSPITAL_A, "ECG-CRIT").await;
-    let id = relay.take_next(tokens::ECG).await.expect("claimed")["request_uuid"]
+    let id = relay.claim_next(tokens::ECG).await["request_uuid"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -113,7 +113,7 @@ async fn a_returned_request_reaches_the_origin_with_its_coded_reason(db: PgPool)
         ))
         .await;
     let id = relay.request_uuid(HOSPITAL_A, "ECG-NOISY").await;
-    relay.take_next(tokens::ECG).await.expect("claimed");
+    relay.claim_next(tokens::ECG).await;
     let (status, body) = relay
         .return_request(tokens::ECG, &id.to_string(), "unreadable_signal")
         .await;
