@@ -4,7 +4,9 @@
 use futures::{StreamExt, TryStreamExt};
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
 use lapin::types::FieldTable;
 use std::future::Future;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,9 @@ pub enum Handled {
     Failed,
     /// Shutdown came while waiting out an outage: leave it unacked for the next consumer.
     Abandoned,
+    /// The message can never be processed (e.g. undecodable): reject it without requeue, so the
+    /// queue's dead-letter exchange keeps it with the broker's `x-death` record.
+    Refused,
 }
 
 /// Consumes `queue` until `stop` is cancelled, then returns once every handler in flight has
@@ -77,6 +82,9 @@ where
                             .await?;
                     }
                     Handled::Abandoned => {}
+                    Handled::Refused => {
+                        acker.reject(BasicRejectOptions { requeue: false }).await?;
+                    }
                 }
                 Ok(())
             }

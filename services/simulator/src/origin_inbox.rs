@@ -4,18 +4,13 @@
 
 use crate::county::OriginSession;
 use crate::progress::Stats;
-use bus::PublishError;
 use bus::lapin::Connection;
 use bus::lapin::message::Delivery;
-use bus::lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-};
-use bus::lapin::types::FieldTable;
+use bus::{Handled, PublishError};
 use contract::v1;
-use futures::StreamExt;
 use prost::Message;
 
-/// Notices in flight per origin; handled one at a time, so a small prefetch is enough.
+/// Notices in flight per origin (the consumer prefetch); a county inbox needs no more.
 const PREFETCH: u16 = 16;
 
 /// Consumes the origin's results queue until shutdown. A broker fault ends the session (the
@@ -27,45 +22,28 @@ pub(crate) async fn consume(
     let sim = session.sim;
     let queue = sim.names.origin_results_queue(&session.origin.code);
     let channel = connection.create_channel().await?;
-    channel
-        .basic_qos(PREFETCH, BasicQosOptions::default())
-        .await?;
-    let consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            format!("simulator-{}-{}", session.origin.code, uuid::Uuid::new_v4())
-                .as_str()
-                .into(),
-            // Manual acks: a notice is acked only once counted and acted upon.
-            BasicConsumeOptions {
-                no_ack: false,
-                exclusive: false,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    tracing::info!(queue, origin = %session.origin.code, "origin inbox consuming");
-    let mut deliveries =
-        std::pin::pin!(consumer.take_until(sim.shutdown.clone().cancelled_owned()));
-    while let Some(delivery) = deliveries.next().await {
-        handle(session, delivery?).await?;
-    }
+    let consumer_name = format!("simulator-{}", session.origin.code);
+    bus::consume_until(
+        &channel,
+        &queue,
+        &consumer_name,
+        PREFETCH,
+        sim.shutdown.clone(),
+        |delivery| handle(session, delivery),
+    )
+    .await?;
     channel.close(200, "simulation stopped".into()).await.ok();
     Ok(())
 }
 
-async fn handle(session: &OriginSession<'_>, delivery: Delivery) -> anyhow::Result<()> {
+async fn handle(session: &OriginSession<'_>, delivery: Delivery) -> anyhow::Result<Handled> {
     let stats = &session.sim.stats;
     let notice = match v1::OriginNotice::decode(delivery.data.as_slice()) {
         Ok(notice) => notice,
         Err(error) => {
             // Not ours to fix: dead-letter it (the queue's dead-letter exchange keeps it).
             tracing::error!(origin = %session.origin.code, error = %error, "undecodable notice; rejecting it");
-            delivery
-                .reject(BasicRejectOptions { requeue: false })
-                .await?;
-            return Ok(());
+            return Ok(Handled::Refused);
         }
     };
     match notice.notice {
@@ -117,6 +95,5 @@ async fn handle(session: &OriginSession<'_>, delivery: Delivery) -> anyhow::Resu
         }
         None => tracing::warn!(origin = %session.origin.code, "empty notice"),
     }
-    delivery.ack(BasicAckOptions::default()).await?;
-    Ok(())
+    Ok(Handled::Done)
 }
