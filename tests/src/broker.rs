@@ -19,6 +19,8 @@ pub struct TestBroker {
     /// Queues this test may have caused to exist, deleted at the end.
     queues: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     amqp_url: String,
+    /// The last dead letter [`TestBroker::next_dead_letter`] returned.
+    dead_letters_seen: std::sync::atomic::AtomicI64,
 }
 
 /// What a publish put on the wire.
@@ -28,9 +30,12 @@ pub struct Published {
     pub correlation_id: String,
 }
 
-/// A message read from the dead-letter queue, with the reason telerelay gave it.
+/// A dead letter as the recorder stored it from the dead-letter queue, with the reason
+/// telerelay gave it.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
+    /// Its id in `dead_letters`, as `relayctl dead-letters` shows it.
+    pub id: i64,
     pub reason: Option<String>,
     pub detail: Option<String>,
     pub source_queue: Option<String>,
@@ -66,6 +71,7 @@ impl TestBroker {
             topology,
             queues: std::sync::Arc::new(std::sync::Mutex::new(queues)),
             amqp_url: amqp_url.to_owned(),
+            dead_letters_seen: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -144,6 +150,19 @@ impl TestBroker {
         body: Vec<u8>,
         user_id: Option<&str>,
     ) -> Published {
+        self.publish_with_headers(exchange, routing_key, body, user_id, &[])
+            .await
+    }
+
+    /// Publishes any bytes with extra string headers, confirmed and routed.
+    pub async fn publish_with_headers(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: Vec<u8>,
+        user_id: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Published {
         let published = Published {
             message_id: uuid::Uuid::new_v4().to_string(),
             correlation_id: uuid::Uuid::new_v4().to_string(),
@@ -156,6 +175,16 @@ impl TestBroker {
             .with_correlation_id(published.correlation_id.as_str().into());
         if let Some(user) = user_id {
             properties = properties.with_user_id(user.into());
+        }
+        if !headers.is_empty() {
+            let mut table = FieldTable::default();
+            for (name, value) in headers {
+                table.insert(
+                    (*name).into(),
+                    bus::lapin::types::AMQPValue::LongString((*value).into()),
+                );
+            }
+            properties = properties.with_headers(table);
         }
         let confirm = self
             .channel
@@ -194,25 +223,35 @@ impl TestBroker {
         v1::OriginNotice::decode(body.as_slice()).expect("results queues hold OriginNotices")
     }
 
-    /// The next dead letter, waiting up to the deadline.
-    pub async fn next_dead_letter(&self) -> DeadLetter {
-        let delivery = self
-            .get_one(&self.topology.names.dead_letter_queue(), "a dead letter")
-            .await;
-        let headers = delivery.properties.headers().as_ref();
+    /// The next dead letter the recorder stored (the recorder consumes the dead-letter queue),
+    /// in the order stored, waiting up to the deadline.
+    pub async fn next_dead_letter(&self, db: &sqlx::PgPool) -> DeadLetter {
+        use std::sync::atomic::Ordering;
+        let seen = self.dead_letters_seen.load(Ordering::SeqCst);
+        let everything = store::dead_letters::Selection {
+            include_replayed: true,
+            ..Default::default()
+        };
+        let stored = crate::wait_for("the recorder to store a dead letter", || async {
+            store::dead_letters::list(db, &everything)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|dead| dead.id > seen)
+        })
+        .await;
+        self.dead_letters_seen.store(stored.id, Ordering::SeqCst);
+        let header = |name: &str| stored.headers[name].as_str().map(str::to_owned);
         let names = bus::DEAD_LETTER_HEADERS;
         DeadLetter {
-            reason: bus::header_str(headers, names.reason).map(str::to_owned),
-            detail: bus::header_str(headers, names.detail).map(str::to_owned),
-            source_queue: bus::header_str(headers, names.source_queue).map(str::to_owned),
-            message_id: delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.as_str().to_owned()),
-            broker_reason: bus::header_str(headers, "x-first-death-reason").map(str::to_owned),
-            broker_queue: bus::header_str(headers, "x-first-death-queue").map(str::to_owned),
-            body: delivery.data,
+            id: stored.id,
+            reason: header(names.reason),
+            detail: header(names.detail),
+            source_queue: header(names.source_queue),
+            message_id: Some(stored.message_id.clone()).filter(|id| !id.is_empty()),
+            broker_reason: header("x-first-death-reason"),
+            broker_queue: header("x-first-death-queue"),
+            body: stored.body,
         }
     }
 

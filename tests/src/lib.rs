@@ -80,6 +80,25 @@ pub struct TestRelay {
 }
 
 impl TestRelay {
+    /// The next dead letter the relay stored, waiting up to the deadline.
+    pub async fn next_dead_letter(&self) -> DeadLetter {
+        self.broker.next_dead_letter(&self.db).await
+    }
+
+    /// Asserts that nothing was dead-lettered: none waits in the dead-letter queue and the
+    /// recorder stored none.
+    pub async fn assert_no_dead_letters(&self, why: &str) {
+        let waiting = self
+            .broker
+            .depth(&self.topology.names.dead_letter_queue())
+            .await;
+        let stored = sqlx::query_scalar!(r#"select count(*) as "n!" from dead_letters"#)
+            .fetch_one(&self.db)
+            .await
+            .unwrap();
+        assert_eq!((waiting, stored), (0, 0), "no dead letters: {why}");
+    }
+
     /// Starts a relay whose registry is [`test_registry`] (hospital A publishes as `guest`).
     pub async fn start(db: PgPool) -> Self {
         Self::start_with(db, &test_registry(HOSPITAL_A)).await

@@ -167,9 +167,12 @@ async fn every_request_confirmed_before_and_after_a_broker_kill_is_recorded_exac
          is allowed: the review desk acks stale copies away)"
     );
     assert_eq!(
-        inspector.depth(&names.dead_letter_queue()).await,
-        0,
-        "no dead letters"
+        (
+            inspector.depth(&names.dead_letter_queue()).await,
+            count(db, "select count(*) from dead_letters").await
+        ),
+        (0, 0),
+        "no dead letters, waiting or stored"
     );
     println!(
         "node start {first_start:?}, restart {:?}; confirmed {} ({confirmed_at_kill} before the kill); \

@@ -55,7 +55,7 @@ async fn an_event_that_always_fails_is_dead_lettered_after_the_delivery_limit_wh
     let id = relay.request_uuid(HOSPITAL_A, "ECG-BESIDE-POISON").await;
     relay.wait_for_history(id, &[Received, Routed]).await;
 
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.message_id, Some(published.message_id));
     assert_eq!(
         dead.broker_reason.as_deref(),

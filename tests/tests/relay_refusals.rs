@@ -51,7 +51,7 @@ async fn a_body_that_is_not_protobuf_is_dead_lettered_with_its_reason_and_the_se
         )
         .await;
 
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("malformed"));
     assert!(
         dead.detail
@@ -89,7 +89,7 @@ async fn a_request_without_a_request_id_is_refused_as_missing_a_field(db: PgPool
     request.request_id.clear();
     relay.broker.publish_request(&request).await;
 
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("missing_field"));
     assert!(
         dead.detail.as_deref().unwrap().contains("request_id"),
@@ -117,7 +117,7 @@ async fn a_request_from_an_unknown_origin_is_refused_and_its_real_sender_told(db
     );
     relay.broker.publish_request(&request).await;
 
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("unknown_origin"));
     // The publishing user belongs to hospital A: A learns that its message named another origin.
     let rejected = rejection_for(&relay, HOSPITAL_A).await;
@@ -136,7 +136,7 @@ async fn a_request_whose_user_id_differs_from_its_origin_is_refused_and_the_clai
     let forged = ecg_request(HOSPITAL_B, "ECG-FORGED-1", v1::Priority::Stat, "E07505");
     relay.broker.publish_request(&forged).await;
 
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("sender_mismatch"));
     let rejected = rejection_for(&relay, HOSPITAL_A).await;
     assert_eq!(rejected.reason, v1::RejectionReason::SenderMismatch as i32);
@@ -170,7 +170,7 @@ async fn a_request_without_user_id_is_refused_as_a_sender_mismatch(db: PgPool) {
             None,
         )
         .await;
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("sender_mismatch"));
     assert!(
         dead.detail.as_deref().unwrap().contains("no user_id"),
@@ -188,7 +188,7 @@ async fn an_oversized_body_is_refused_before_it_is_parsed(db: PgPool) {
         .broker
         .publish_bytes("HN-HH-001.ecg", body, Some("guest"))
         .await;
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("oversized"));
     assert_eq!(dead.body.len(), 3 * 1024 * 1024);
     let rejected = rejection_for(&relay, HOSPITAL_A).await;
@@ -206,7 +206,7 @@ async fn a_request_id_reused_with_different_content_is_refused_not_merged(db: Pg
     let other_patient = ecg_request(HOSPITAL_A, "ECG-REUSED", v1::Priority::Routine, "E07508");
     relay.broker.publish_request(&other_patient).await;
 
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("conflicting_duplicate"));
     let rejected = rejection_for(&relay, HOSPITAL_A).await;
     assert_eq!(
@@ -268,7 +268,7 @@ async fn an_origin_without_a_pairing_and_no_backup_pool_is_refused_with_a_clear_
         .broker
         .publish_request(&imaging_request(HOSPITAL_C, "SY-CT-1", v1::Priority::Stat))
         .await;
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("no_pairing"));
     let rejected = rejection_for(&relay, HOSPITAL_C).await;
     assert_eq!(rejected.reason, v1::RejectionReason::NoPairing as i32);
@@ -292,7 +292,7 @@ async fn refusal_details_and_dead_letters_never_carry_the_patient_pseudonym(db: 
         sex: v1::Sex::Female as i32,
     });
     relay.broker.publish_request(&request).await;
-    let dead = relay.broker.next_dead_letter().await;
+    let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("invalid_field"));
     assert!(!dead.detail.unwrap().contains("P-DO-NOT-LEAK"));
     let rejected = rejection_for(&relay, HOSPITAL_A).await;

@@ -10,6 +10,7 @@
 
 mod connection;
 mod consume;
+mod dead_letter;
 mod headers;
 pub mod messages;
 mod names;
@@ -18,6 +19,7 @@ mod topology;
 
 pub use connection::{BrokerAddresses, connect, reconnect_delay};
 pub use consume::{Handled, consume_until};
+pub use dead_letter::{DeadLetterFacts, REPLAY_OF_HEADER, table_json};
 pub use headers::{DEAD_LETTER_HEADERS, DeadLetterReason, header_str};
 pub use lapin;
 pub use names::Names;

@@ -52,7 +52,8 @@ impl Topology {
         declare_exchange(channel, &names.review_exchange(), ExchangeKind::Direct).await?;
 
         // The dead-letter queue is the end of the line: it has no dead-letter exchange of its own
-        // and no delivery limit, so nothing in it is ever dropped; `relayctl` replays from it.
+        // and no delivery limit, so nothing in it is ever dropped. The recorder moves each message
+        // into PostgreSQL, where `relayctl dead-letters` lists and replays it.
         self.declare_queue(channel, &names.dead_letter_queue(), false)
             .await?;
         bind(

@@ -51,8 +51,11 @@ struct Envelope {
     message_key: String,
     message_id: String,
     correlation_id: String,
-    /// The broker-verified publishing user, if the publisher set `user_id`.
+    /// The broker-verified publishing user, if the publisher set `user_id`; for an operator's
+    /// replay, the user that published the original.
     user_id: Option<String>,
+    /// The stored dead letter this delivery replays, once the replay is confirmed on record.
+    replay_of: Option<i64>,
 }
 
 impl Envelope {
@@ -83,7 +86,58 @@ impl Envelope {
                 .user_id()
                 .as_ref()
                 .map(|user| user.as_str().to_owned()),
+            replay_of: None,
         }
+    }
+
+    /// A replay is published by the relay's own user, so the broker cannot vouch for its sender.
+    /// The replay header is believed only when an operator's replay of that dead letter, with
+    /// this very body, is on record; the original sender then stands. Otherwise the header is
+    /// ignored and the message is judged like any other, by its real publisher.
+    async fn resolve_replay(
+        mut self,
+        context: &Context,
+        delivery: &Delivery,
+    ) -> Result<Self, Failure> {
+        let headers = delivery.properties.headers().as_ref();
+        let Some(dead_letter) =
+            bus::header_str(headers, bus::REPLAY_OF_HEADER).and_then(|id| id.parse::<i64>().ok())
+        else {
+            return Ok(self);
+        };
+        let original_sender = database(context, "replay lookup", || {
+            store::dead_letters::replayed_sender(&context.db, dead_letter, &delivery.data)
+        })
+        .await?;
+        match original_sender {
+            Some(user_id) => {
+                self.user_id = user_id;
+                self.replay_of = Some(dead_letter);
+                // A refusal of the replay is a new refusal, recorded and dead-lettered again.
+                self.message_key = format!("{}+replay-{dead_letter}", self.message_key);
+            }
+            None => {
+                tracing::warn!(
+                    dead_letter,
+                    "replay header without a recorded replay of that dead letter; ignored"
+                );
+            }
+        }
+        Ok(self)
+    }
+
+    /// Makes a dead-letter copy name the real sender and the dead letter it replays.
+    fn describe_replay(&self, copy: &mut bus::OutgoingMessage) {
+        let Some(dead_letter) = self.replay_of else {
+            return;
+        };
+        let original_user = bus::DEAD_LETTER_HEADERS.original_user_id;
+        copy.headers.retain(|(name, _)| name != original_user);
+        if let Some(user) = &self.user_id {
+            copy.headers.push((original_user.into(), user.clone()));
+        }
+        copy.headers
+            .push((bus::REPLAY_OF_HEADER.into(), dead_letter.to_string()));
     }
 }
 
@@ -92,7 +146,9 @@ pub(crate) async fn process(
     state: &SessionState,
     delivery: &Delivery,
 ) -> Result<(), Failure> {
-    let envelope = Envelope::of(delivery);
+    let envelope = Envelope::of(delivery)
+        .resolve_replay(context, delivery)
+        .await?;
     let db = &context.db;
     let sender = match &envelope.user_id {
         Some(user) => {
@@ -431,7 +487,9 @@ async fn refuse(
             return Ok(false);
         }
         let at: DateTime<Utc> = store::db_now(&mut tx).await?;
-        let mut messages = vec![dead_letter_for(context, delivery, &rejection)];
+        let mut dead_letter = dead_letter_for(context, delivery, &rejection);
+        envelope.describe_replay(&mut dead_letter);
+        let mut messages = vec![dead_letter];
         let event_origin = sender
             .map(ToString::to_string)
             .unwrap_or_else(|| "unknown".into());

@@ -1,6 +1,7 @@
-//! The recorder: turns the relay's lifecycle events into the audit trail, and records each result
-//! delivered to an origin. Both are written exactly once: events by their event id, deliveries by
-//! (request, report version). It acks a delivery only after its transaction committed.
+//! The recorder: turns the relay's lifecycle events into the audit trail, records each result
+//! delivered to an origin, and keeps every dead letter for `relayctl dead-letters`. Each is
+//! written exactly once: events by their event id, deliveries by (request, report version), dead
+//! letters by their fingerprint. It acks a delivery only after its transaction committed.
 
 use bus::lapin::Connection;
 use bus::lapin::message::Delivery;
@@ -92,9 +93,11 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         connection.create_channel().await?,
         connection.create_channel().await?,
     );
-    let (events_queue, results_queue) = (
+    let dead_letters_channel = connection.create_channel().await?;
+    let (events_queue, results_queue, dead_letters_queue) = (
         names.recorder_events_queue(),
         names.recorder_results_queue(),
+        names.dead_letter_queue(),
     );
     let events = bus::consume_until(
         &events_channel,
@@ -118,8 +121,19 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
             async move { record_result(&context, &publisher, delivery).await }
         },
     );
-    // Both consumers drain on shutdown; if either fails, the session reconnects.
-    tokio::try_join!(events, results)?;
+    let dead_letters = bus::consume_until(
+        &dead_letters_channel,
+        &dead_letters_queue,
+        "recorder-dead-letters",
+        context.config.prefetch,
+        context.shutdown.clone(),
+        |delivery| {
+            let context = context.clone();
+            async move { keep_dead_letter(&context, delivery).await }
+        },
+    );
+    // The consumers drain on shutdown; if any fails, the session reconnects.
+    tokio::try_join!(events, results, dead_letters)?;
     connection.close(200, "draining".into()).await.ok();
     tracing::info!("recorder drained");
     Ok(Session::Drained)
@@ -226,6 +240,31 @@ async fn record_result(
         }
         Err(error) => Ok(database_failure(context, error, "recording a delivery")),
     }
+}
+
+/// Stores a dead letter where `relayctl dead-letters` lists and replays it. Anything can be
+/// stored, so nothing here is refused; a database outage is waited out.
+async fn keep_dead_letter(context: &Context, delivery: Delivery) -> anyhow::Result<Handled> {
+    let facts = bus::DeadLetterFacts::of(&delivery);
+    let kept = store::wait_out_outages(&context.shutdown, "keeping a dead letter", || {
+        store::dead_letters::keep(&context.db, &facts)
+    })
+    .await;
+    Ok(match kept {
+        Ok((id, first_time)) => {
+            if first_time {
+                tracing::warn!(
+                    dead_letter = id,
+                    source_queue = facts.source_queue,
+                    reason = facts.reason,
+                    message_id = facts.message_id,
+                    "dead letter stored"
+                );
+            }
+            Handled::Done
+        }
+        Err(error) => database_failure(context, error, "keeping a dead letter"),
+    })
 }
 
 fn database_failure(context: &Context, error: sqlx::Error, what: &str) -> Handled {

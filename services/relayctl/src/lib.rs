@@ -1,6 +1,7 @@
 //! The relay operator's commands. Each connects with the same configuration as the services
 //! (`TELERELAY_AMQP_URL`, `TELERELAY_DATABASE_URL`, `TELERELAY_NAMESPACE`, ...).
 
+pub mod dead_letters;
 pub mod status;
 
 use anyhow::Context as _;
@@ -28,6 +29,9 @@ pub enum Command {
     Registry(RegistryCommand),
     /// Per origin hospital: accepted vs audited, where each request is, refused, duplicates.
     Reconcile,
+    /// List and replay dead letters.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLettersCommand),
     /// Queue depths, oldest waiting request per lane, requests by state, refusals.
     Status {
         /// Refresh every N seconds until interrupted.
@@ -79,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", declare(&config.broker, &db).await?);
         }
         Command::Reconcile => print!("{}", status::reconciliation(&db).await?),
+        Command::DeadLetters(command) => dead_letters::run(command, &db).await?,
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
     }
     Ok(())

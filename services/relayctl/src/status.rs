@@ -110,6 +110,17 @@ pub async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String
     for (reason, count) in store::status::refusals_by_reason(db).await? {
         writeln!(out, "  {reason:<22} {count:>8}")?;
     }
+    writeln!(
+        out,
+        "\ndead letters not yet replayed, by reason (relayctl dead-letters list)"
+    )?;
+    let dead_letters = store::dead_letters::waiting_by_reason(db).await?;
+    if dead_letters.is_empty() {
+        writeln!(out, "  none")?;
+    }
+    for (reason, count) in dead_letters {
+        writeln!(out, "  {reason:<22} {count:>8}")?;
+    }
     Ok(out)
 }
 
@@ -118,7 +129,7 @@ pub async fn reconciliation(db: &PgPool) -> anyhow::Result<String> {
     let mut out = String::new();
     writeln!(
         out,
-        "{:<12} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>10}  check",
+        "{:<12} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>10} {:>12}  check",
         "origin",
         "accepted",
         "audited",
@@ -128,7 +139,8 @@ pub async fn reconciliation(db: &PgPool) -> anyhow::Result<String> {
         "delivered",
         "returned",
         "refused",
-        "duplicates"
+        "duplicates",
+        "dead letters"
     )?;
     for books in store::status::reconciliation(db).await? {
         let placed =
@@ -143,7 +155,7 @@ pub async fn reconciliation(db: &PgPool) -> anyhow::Result<String> {
         };
         writeln!(
             out,
-            "{:<12} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>10}  {verdict}",
+            "{:<12} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7} {:>10} {:>12}  {verdict}",
             books.origin,
             books.accepted,
             books.audited,
@@ -153,7 +165,8 @@ pub async fn reconciliation(db: &PgPool) -> anyhow::Result<String> {
             books.delivered,
             books.returned,
             books.refused,
-            books.duplicates
+            books.duplicates,
+            books.dead_letters_open
         )?;
     }
     Ok(out)

@@ -61,6 +61,9 @@ pub struct OriginBooks {
     pub refused: i64,
     /// Identical copies absorbed by deduplication.
     pub duplicates: i64,
+    /// Dead letters first sent by this hospital's broker user (its refused requests, and any of
+    /// its messages the broker gave up on) that no operator has replayed yet.
+    pub dead_letters_open: i64,
 }
 
 pub async fn reconciliation(db: &PgPool) -> sqlx::Result<Vec<OriginBooks>> {
@@ -76,7 +79,10 @@ pub async fn reconciliation(db: &PgPool) -> sqlx::Result<Vec<OriginBooks>> {
                   count(r.id) filter (where r.state = 'delivered') as "delivered!",
                   count(r.id) filter (where r.state = 'returned') as "returned!",
                   (select count(*) from rejected_messages m where m.sender_hospital = h.code) as "refused!",
-                  coalesce(sum(r.duplicates_received), 0) as "duplicates!"
+                  coalesce(sum(r.duplicates_received), 0) as "duplicates!",
+                  (select count(*) from dead_letters d
+                   where d.original_user_id = h.broker_user
+                     and not exists (select 1 from dead_letter_replays p where p.dead_letter_id = d.id)) as "dead_letters_open!"
            from hospitals h left join review_requests r on r.origin_hospital = h.code
            group by h.code
            having count(r.id) > 0 or exists (select 1 from rejected_messages m where m.sender_hospital = h.code)
