@@ -71,6 +71,7 @@ where
             async move {
                 match handled.await? {
                     Handled::Done => {
+                        crash_point::reached_in(consumer_name, "after_commit_before_ack");
                         acker.ack(BasicAckOptions::default()).await?;
                     }
                     Handled::Failed => {

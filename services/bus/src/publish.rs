@@ -133,6 +133,27 @@ impl Publisher {
     /// and routed; any failure means the caller must treat the whole batch as unsent (a retry
     /// may duplicate some messages, which consumers deduplicate).
     pub async fn publish_all(&self, messages: &[OutgoingMessage]) -> Result<(), PublishError> {
+        self.publish_then_confirm(messages, None).await
+    }
+
+    /// As [`Publisher::publish_all`], reaching the crash point `after_publish` (see the
+    /// `crash-point` crate) once every message is written to the connection and before any
+    /// confirm is awaited: the moment when the broker may hold messages whose sender cannot
+    /// know they were sent.
+    pub async fn publish_all_marked(
+        &self,
+        messages: &[OutgoingMessage],
+        after_publish: &str,
+    ) -> Result<(), PublishError> {
+        self.publish_then_confirm(messages, Some(after_publish))
+            .await
+    }
+
+    async fn publish_then_confirm(
+        &self,
+        messages: &[OutgoingMessage],
+        after_publish: Option<&str>,
+    ) -> Result<(), PublishError> {
         let confirms = async {
             let mut pending = Vec::with_capacity(messages.len());
             for message in messages {
@@ -153,6 +174,9 @@ impl Publisher {
                     .await?;
                 pending
                     .push(async move { confirm.await.map(|confirmation| (message, confirmation)) });
+            }
+            if let Some(point) = after_publish {
+                crash_point::reached(point);
             }
             try_join_all(pending).await
         };

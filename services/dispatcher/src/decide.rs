@@ -410,6 +410,7 @@ async fn accept(
             ];
             store::outbox::enqueue(&mut tx, &messages).await?;
         }
+        crash_point::reached("dispatcher.before_commit");
         tx.commit().await?;
         Ok(acceptance)
     })
@@ -520,6 +521,7 @@ async fn refuse(
             ));
         }
         store::outbox::enqueue(&mut tx, &messages).await?;
+        crash_point::reached("dispatcher.before_commit");
         tx.commit().await?;
         Ok(true)
     })

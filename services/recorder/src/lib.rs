@@ -299,6 +299,11 @@ async fn dead_letter(
             detail,
         },
     );
-    publisher.publish(&copy).await?;
+    publisher
+        .publish_all_marked(
+            std::slice::from_ref(&copy),
+            "recorder.dead_letter_after_publish_before_confirm",
+        )
+        .await?;
     Ok(())
 }

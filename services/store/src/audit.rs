@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 /// Stores an event once; returns false for an event id already recorded (a redelivery).
 pub async fn record_event(db: &PgPool, fact: &LifecycleFact) -> sqlx::Result<bool> {
+    // Autocommit: the last moment before this statement's commit is before it is sent.
+    crash_point::reached("recorder.before_commit");
     let inserted = sqlx::query!(
         r#"insert into lifecycle_events
                (event_id, request_uuid, origin_hospital, request_id, state, actor, reason, pool_code, correlation_id, occurred_at)
@@ -106,6 +108,7 @@ pub async fn record_delivery(
     )
     .execute(&mut *tx)
     .await?;
+    crash_point::reached("recorder.before_commit");
     tx.commit().await?;
     Ok(Delivery::Recorded)
 }

@@ -123,8 +123,13 @@ impl OutboxRelay {
                 headers: serde_json::from_value(row.headers).unwrap_or_default(),
             })
             .collect();
-        match self.publisher.publish_all(&messages).await {
+        match self
+            .publisher
+            .publish_all_marked(&messages, "outbox.after_publish_before_confirm")
+            .await
+        {
             Ok(()) => {
+                crash_point::reached("outbox.after_confirm_before_delete");
                 sqlx::query!("delete from outbox where id = any($1)", &ids)
                     .execute(&mut *tx)
                     .await?;
