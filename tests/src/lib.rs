@@ -11,6 +11,7 @@ pub mod fixtures;
 pub mod private_broker;
 pub mod private_postgres;
 mod registry;
+pub mod service_process;
 
 pub use broker::{DeadLetter, Published};
 pub use registry::{HOSPITAL_A, HOSPITAL_B, HOSPITAL_C, test_registry, tokens};
@@ -33,7 +34,16 @@ pub fn amqp_url() -> String {
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Waits until `probe` yields a value, checking every 25 ms, or panics with `what` at the deadline.
-pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_for_within(DEADLINE, what, probe).await
+}
+
+/// As [`wait_for`], with another deadline: for waits that are long by nature (a large backlog).
+pub async fn wait_for_within<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -44,24 +54,53 @@ where
             return value;
         }
         assert!(
-            started.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for: {what}"
+            started.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for: {what}"
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 /// Waits until `condition` holds, checking every 25 ms, or panics with `what` at the deadline.
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    wait_for(what, || {
+    wait_until_within(DEADLINE, what, condition).await
+}
+
+/// As [`wait_until`], with another deadline.
+pub async fn wait_until_within<F, Fut>(deadline: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for_within(deadline, what, || {
         let holds = condition();
         async move { holds.await.then_some(()) }
     })
     .await
+}
+
+/// Which of the broker-driven services a [`TestRelay`] runs in-process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InProcess {
+    pub dispatcher: bool,
+    pub recorder: bool,
+}
+
+impl InProcess {
+    /// The whole relay.
+    pub const ALL: Self = Self {
+        dispatcher: true,
+        recorder: true,
+    };
+    /// Only the review desk: the test runs the dispatcher and the recorder itself.
+    pub const DESK_ONLY: Self = Self {
+        dispatcher: false,
+        recorder: false,
+    };
 }
 
 /// One relay under test.
@@ -116,6 +155,18 @@ impl TestRelay {
         amqp_url: &str,
         registry: &store::registry::RegistryFile,
     ) -> Self {
+        Self::start_running(db, amqp_url, registry, InProcess::ALL).await
+    }
+
+    /// As [`TestRelay::start_on`], running in-process only the services `in_process` names (the
+    /// review desk always runs): the test starts the others itself, e.g. as processes it kills
+    /// (see [`service_process`]).
+    pub async fn start_running(
+        db: PgPool,
+        amqp_url: &str,
+        registry: &store::registry::RegistryFile,
+        in_process: InProcess,
+    ) -> Self {
         telemetry::init_for_tests();
         store::registry::load(&db, registry)
             .await
@@ -135,35 +186,39 @@ impl TestRelay {
         let database = runtime::DatabaseConfig::default();
         let mut services = Vec::new();
 
-        let dispatcher_config = dispatcher::Config {
-            service: runtime::ServiceConfig {
-                broker: broker_config.clone(),
-                database: database.clone(),
-                log_format: "json".into(),
-            },
-            ..Default::default()
-        };
-        services.push((
-            "dispatcher",
-            tokio::spawn(dispatcher::run(
-                dispatcher_config,
-                db.clone(),
-                shutdown.clone(),
-            )),
-        ));
+        if in_process.dispatcher {
+            let dispatcher_config = dispatcher::Config {
+                service: runtime::ServiceConfig {
+                    broker: broker_config.clone(),
+                    database: database.clone(),
+                    log_format: "json".into(),
+                },
+                ..Default::default()
+            };
+            services.push((
+                "dispatcher",
+                tokio::spawn(dispatcher::run(
+                    dispatcher_config,
+                    db.clone(),
+                    shutdown.clone(),
+                )),
+            ));
+        }
 
-        let recorder_config = recorder::Config {
-            service: runtime::ServiceConfig {
-                broker: broker_config.clone(),
-                database: database.clone(),
-                log_format: "json".into(),
-            },
-            ..Default::default()
-        };
-        services.push((
-            "recorder",
-            tokio::spawn(recorder::run(recorder_config, db.clone(), shutdown.clone())),
-        ));
+        if in_process.recorder {
+            let recorder_config = recorder::Config {
+                service: runtime::ServiceConfig {
+                    broker: broker_config.clone(),
+                    database: database.clone(),
+                    log_format: "json".into(),
+                },
+                ..Default::default()
+            };
+            services.push((
+                "recorder",
+                tokio::spawn(recorder::run(recorder_config, db.clone(), shutdown.clone())),
+            ));
+        }
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let desk_url = format!("http://{}", listener.local_addr().unwrap());
