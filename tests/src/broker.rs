@@ -255,6 +255,47 @@ impl TestBroker {
         }
     }
 
+    /// How often the broker has handed the first message of `queue` back after a nack or a
+    /// lost consumer: its quorum-queue `x-delivery-count` (absent means 0). Reading it takes
+    /// the message and nacks it back, which itself counts one.
+    pub async fn delivery_count_of_head(&self, queue: &str) -> i64 {
+        let started = Instant::now();
+        loop {
+            let got = self
+                .channel
+                .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+                .await
+                .unwrap();
+            if let Some(message) = got {
+                let count = message
+                    .delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|headers| headers.inner().get("x-delivery-count").cloned());
+                message
+                    .delivery
+                    .nack(bus::lapin::options::BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await
+                    .unwrap();
+                return match count {
+                    None => 0,
+                    Some(bus::lapin::types::AMQPValue::LongInt(n)) => i64::from(n),
+                    Some(bus::lapin::types::AMQPValue::LongLongInt(n)) => n,
+                    Some(other) => panic!("x-delivery-count is {other:?}"),
+                };
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "timed out after {DEADLINE:?} waiting for a message in {queue}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Messages waiting in a queue right now.
     pub async fn depth(&self, queue: &str) -> u32 {
         let channel = self.connection.create_channel().await.unwrap();

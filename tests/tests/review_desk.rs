@@ -134,3 +134,69 @@ async fn a_returned_request_reaches_the_origin_with_its_coded_reason(db: PgPool)
     assert_eq!(status, 422, "unknown reasons are refused: {body}");
     relay.stop().await;
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_database_fault_in_the_middle_of_a_claim_hands_the_request_back_without_costing_a_delivery(
+    db: PgPool,
+) {
+    let relay = TestRelay::start(db).await;
+    relay
+        .broker
+        .publish_request(&ecg_request(
+            HOSPITAL_A,
+            "ECG-MIDCLAIM",
+            v1::Priority::Stat,
+            "E07500",
+        ))
+        .await;
+    let id = relay.request_uuid(HOSPITAL_A, "ECG-MIDCLAIM").await;
+    relay.wait_for_history(id, &[Received, Routed]).await;
+    let lane = relay.topology.names.review_lane(
+        &domain::PoolCode::parse("xy-ecg").unwrap(),
+        domain::Priority::Stat,
+    );
+    tests::wait_until("the request in its lane", || async {
+        relay.broker.depth(&lane).await == 1
+    })
+    .await;
+
+    // Injected: the database fails with "terminating connection due to administrator command"
+    // (57P01, a transient fault) exactly when the claim is written, after the desk has taken
+    // the lane message.
+    sqlx::raw_sql(
+        "create function fail_claims() returns trigger language plpgsql as $$
+         begin raise exception 'injected outage' using errcode = '57P01'; end $$;
+         create trigger fail_claims before update on review_requests
+         for each row when (new.state = 'claimed') execute function fail_claims();",
+    )
+    .execute(&relay.db)
+    .await
+    .unwrap();
+    let answer = relay
+        .http
+        .post(format!("{}/v1/worklist/next", relay.desk_url))
+        .bearer_auth(tokens::ECG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 503, "a transient fault is a 503");
+
+    // The message is back in the lane, never returned through a nack: the broker has counted no
+    // failed delivery. The second reading is the control: the first reading's own nack counts.
+    assert_eq!(relay.broker.delivery_count_of_head(&lane).await, 0);
+    assert_eq!(relay.broker.delivery_count_of_head(&lane).await, 1);
+
+    sqlx::raw_sql("drop trigger fail_claims on review_requests")
+        .execute(&relay.db)
+        .await
+        .unwrap();
+    let claimed = relay
+        .take_next(tokens::ECG)
+        .await
+        .expect("the request waits");
+    assert_eq!(claimed["request_id"], "ECG-MIDCLAIM");
+    relay
+        .wait_for_history(id, &[Received, Routed, Claimed])
+        .await;
+    relay.stop().await;
+}

@@ -148,3 +148,79 @@ pub fn render_replay(outcomes: &[ReplayOutcome]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<super::DeadLettersCommand, clap::Error> {
+        let cli = Cli::try_parse_from([&["relayctl", "dead-letters"], args].concat())?;
+        match cli.command {
+            Command::DeadLetters(command) => Ok(command),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn replay_takes_ids_or_all_with_a_filter_and_always_an_operator() {
+        let by_id = parse(&["replay", "17", "18", "--operator", "ops-zhang"]).unwrap();
+        assert!(matches!(
+            by_id,
+            super::DeadLettersCommand::Replay { ref ids, all: false, ref operator, .. }
+                if ids == &[17, 18] && operator == "ops-zhang"
+        ));
+        let all = parse(&[
+            "replay",
+            "--all",
+            "--reason",
+            "no_pairing",
+            "--operator",
+            "ops-li",
+        ])
+        .unwrap();
+        assert!(matches!(
+            all,
+            super::DeadLettersCommand::Replay { all: true, ref filter, .. }
+                if filter.reason.as_deref() == Some("no_pairing")
+        ));
+        assert!(
+            parse(&["replay", "17", "--all", "--operator", "x"]).is_err(),
+            "ids and --all exclude each other"
+        );
+        // The operator may also come from TELERELAY_OPERATOR; without it, one must be named.
+        if std::env::var_os("TELERELAY_OPERATOR").is_none() {
+            assert!(
+                parse(&["replay", "17"]).is_err(),
+                "a replay needs an operator"
+            );
+        }
+    }
+
+    #[test]
+    fn the_listing_never_shows_a_body_and_says_when_there_is_nothing() {
+        assert_eq!(super::render_list(&[]), "no dead letters\n");
+        let dead = store::dead_letters::DeadLetter {
+            id: 3,
+            stored_at: chrono::Utc::now(),
+            source_queue: "telerelay.dispatcher".into(),
+            reason: "no_pairing".into(),
+            detail: "no reviewer pool reads imaging from HN-SY-001".into(),
+            message_type: "telerelay.v1.ReviewRequest".into(),
+            message_id: "m-1".into(),
+            correlation_id: "c-1".into(),
+            original_user_id: Some("hn-sy-001".into()),
+            replay_of: None,
+            headers: Default::default(),
+            body: b"PATIENT-PSEUDONYM-XYZ".to_vec(),
+            replayed_at: None,
+            replayed_by: None,
+        };
+        let table = super::render_list(&[dead]);
+        assert!(
+            table.contains("no_pairing") && table.contains("21"),
+            "{table}"
+        );
+        assert!(!table.contains("PATIENT-PSEUDONYM-XYZ"), "{table}");
+    }
+}

@@ -14,20 +14,37 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A handle on the current broker channel, and the outbox's wake-up call.
+/// What the desk uses of a live connection: a channel for taking work from the lanes and a
+/// confirming publisher for handing taken work back.
+#[derive(Clone)]
+struct Live {
+    channel: Channel,
+    publisher: Publisher,
+}
+
+/// A handle on the current broker connection, and the outbox's wake-up call.
 #[derive(Clone)]
 pub(crate) struct BrokerLink {
-    channel: watch::Receiver<Option<Channel>>,
+    live: watch::Receiver<Option<Live>>,
     pub outbox_wake: Arc<Notify>,
 }
 
 impl BrokerLink {
     /// The live channel, or `None` while the broker is unreachable.
     pub fn channel(&self) -> Option<Channel> {
-        self.channel
+        self.connected().map(|live| live.channel)
+    }
+
+    /// The live publisher, or `None` while the broker is unreachable.
+    pub fn publisher(&self) -> Option<Publisher> {
+        self.connected().map(|live| live.publisher)
+    }
+
+    fn connected(&self) -> Option<Live> {
+        self.live
             .borrow()
             .clone()
-            .filter(|channel| channel.status().connected())
+            .filter(|live| live.channel.status().connected())
     }
 }
 
@@ -41,7 +58,7 @@ pub(crate) fn start(
     let (sender, receiver) = watch::channel(None);
     let outbox_wake = Arc::new(Notify::new());
     let link = BrokerLink {
-        channel: receiver,
+        live: receiver,
         outbox_wake: outbox_wake.clone(),
     };
     let task = tokio::spawn(async move {
@@ -54,9 +71,10 @@ pub(crate) fn start(
                 topology.declare_core(&declaring).await?;
                 let publisher = Publisher::open(&connection, "review-desk", confirm_timeout).await?;
                 let relay_stop = CancellationToken::new();
-                let relay = OutboxRelay::new(db, publisher, wake, topology.names.dead_letter_exchange());
+                let relay = OutboxRelay::new(db, publisher.clone(), wake, topology.names.dead_letter_exchange());
                 let mut relay_task = tokio::spawn(relay.run(relay_stop.clone()));
-                sender.send_replace(Some(connection.create_channel().await?));
+                let channel = connection.create_channel().await?;
+                sender.send_replace(Some(Live { channel, publisher }));
                 let mut events = connection.events_listener();
                 let outcome = loop {
                     tokio::select! {

@@ -7,6 +7,8 @@
 
 use crate::Desk;
 use crate::error::ApiError;
+use bus::OutgoingMessage;
+use bus::lapin::message::Delivery;
 use bus::lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use bus::messages::{self, RELAY_REQUEST_UUID_HEADER};
 use domain::{LifecycleFact, Priority, RequestState};
@@ -87,49 +89,83 @@ async fn claim_from_lane(
                 .await?;
             continue;
         };
-        let claimed = match store::review::claim_routed(
-            &mut tx,
-            request_uuid,
-            &reviewer.pool,
-            &reviewer.id,
-            lease,
-        )
-        .await
-        {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                // Give the message back untouched for the next taker.
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await
-                    .ok();
-                return Err(error.into());
-            }
-        };
-        match claimed {
-            Some(claimed) => {
-                announce_claim(
-                    desk,
-                    &mut tx,
-                    &claimed,
-                    reviewer,
-                    &format!("claimed from lane {}", priority),
-                )
-                .await?;
+        let committed = async {
+            let claimed = store::review::claim_routed(
+                &mut tx,
+                request_uuid,
+                &reviewer.pool,
+                &reviewer.id,
+                lease,
+            )
+            .await?;
+            if let Some(claimed) = &claimed {
+                let reason = format!("claimed from lane {priority}");
+                announce_claim(desk, &mut tx, claimed, reviewer, &reason).await?;
                 tx.commit().await?;
+            }
+            Ok::<_, ApiError>(claimed)
+        }
+        .await;
+        match committed {
+            Ok(Some(claimed)) => {
                 delivery.ack(BasicAckOptions::default()).await?;
                 desk.broker.outbox_wake.notify_one();
                 return Ok(Some(claimed));
             }
-            None => {
+            Ok(None) => {
                 // Already claimed, reported or moved: the lane message is stale.
-                drop(tx);
                 delivery.ack(BasicAckOptions::default()).await?;
             }
+            Err(error) => {
+                give_back(desk, &delivery, request_uuid).await;
+                return Err(error);
+            }
         }
+    }
+}
+
+/// Returns a taken lane message when the claim could not be committed (the database failed
+/// between taking the message and the commit). A nack would count towards the lane's delivery
+/// limit, and a database fault is not the message's fault; so a confirmed copy goes to the back
+/// of the lane and the original is acked. Only if the copy cannot be published (the broker is
+/// failing too) is the message nacked back, which counts.
+async fn give_back(desk: &Desk, delivery: &Delivery, request_uuid: Uuid) {
+    let properties = &delivery.properties;
+    let text = |value: &Option<bus::lapin::types::ShortString>| {
+        value
+            .as_ref()
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    let copy = OutgoingMessage {
+        exchange: delivery.exchange.as_str().to_owned(),
+        routing_key: delivery.routing_key.as_str().to_owned(),
+        message_type: text(properties.kind()),
+        message_id: text(properties.message_id()),
+        correlation_id: text(properties.correlation_id()),
+        body: delivery.data.clone(),
+        headers: vec![(RELAY_REQUEST_UUID_HEADER.into(), request_uuid.to_string())],
+    };
+    let republished = match desk.broker.publisher() {
+        Some(publisher) => publisher.publish(&copy).await.map_err(anyhow::Error::from),
+        None => Err(anyhow::anyhow!("broker not connected")),
+    };
+    let returned = match republished {
+        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+        Err(error) => {
+            tracing::warn!(error = format!("{error:#}"), %request_uuid,
+                "could not hand the lane message back as a copy; returning it (counts towards the delivery limit)");
+            delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+        }
+    };
+    if let Err(error) = returned {
+        // The channel is gone: the broker returns the message to the lane by itself.
+        tracing::warn!(error = %error, %request_uuid, "lane message left to the broker");
     }
 }
 
