@@ -9,6 +9,7 @@
 mod broker;
 pub mod fixtures;
 pub mod private_broker;
+pub mod private_cluster;
 pub mod private_postgres;
 mod registry;
 pub mod service_process;
@@ -150,6 +151,8 @@ impl TestRelay {
 
     /// Starts a relay on a given broker (e.g. a private node a fault test kills) and database
     /// pool (e.g. on a private PostgreSQL cluster a fault test stops). `db` must be migrated.
+    /// `amqp_url` may list a cluster's nodes, comma-separated, as the services' setting does;
+    /// the harness's own connection goes to the first.
     pub async fn start_on(
         db: PgPool,
         amqp_url: &str,
@@ -179,7 +182,8 @@ impl TestRelay {
             confirm_timeout_ms: 10_000,
         };
         let topology = broker_config.topology().unwrap();
-        let broker = broker::TestBroker::connect(amqp_url, topology.clone()).await;
+        let first_node = amqp_url.split(',').next().unwrap_or(amqp_url).trim();
+        let broker = broker::TestBroker::connect(first_node, topology.clone()).await;
         let shutdown = CancellationToken::new();
         let cleanup = broker.cleanup_guard(shutdown.clone());
         broker.declare_for_registry(registry).await;

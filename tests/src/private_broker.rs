@@ -10,6 +10,7 @@ use crate::DEADLINE;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +18,9 @@ use std::time::{Duration, Instant};
 /// The server start script itself, not the `/usr/sbin` wrapper: the wrapper re-runs it through
 /// `su rabbitmq`, which would put two processes between the test and the node.
 const SERVER_SCRIPT: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+/// The CLI, likewise without the wrapper that would run it as the `rabbitmq` user.
+const CTL_SCRIPT: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 /// One private RabbitMQ node. Dropping it kills the node and deletes its data, also when the
 /// test panics.
@@ -34,6 +38,26 @@ pub struct PrivateBroker {
 impl PrivateBroker {
     /// Starts a new node on free ports and waits until it accepts AMQP connections.
     pub async fn start() -> Self {
+        let mut broker = Self::prepare();
+        broker.boot().await;
+        broker
+    }
+
+    /// Starts a new node, like [`PrivateBroker::start`], whose Erlang cookie is `cookie`: nodes
+    /// that share a cookie may form a cluster (see `private_cluster`).
+    pub async fn start_with_cookie(cookie: &str) -> Self {
+        let mut broker = Self::prepare();
+        // Erlang refuses a cookie file that others may read.
+        let path = broker.dir.join(".erlang.cookie");
+        fs::write(&path, cookie).expect("writing the Erlang cookie");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400))
+            .expect("making the Erlang cookie private");
+        broker.boot().await;
+        broker
+    }
+
+    /// The node's name, ports, directory and configuration files; the node is not started.
+    fn prepare() -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let node_name = format!("tr-{}@localhost", &suffix[..12]);
         let (amqp_port, dist_port) = two_free_ports();
@@ -51,21 +75,63 @@ impl PrivateBroker {
         // An empty environment file, so that /etc/rabbitmq/rabbitmq-env.conf (which names the
         // shared node) is never read.
         fs::write(dir.join("rabbitmq-env.conf"), "").expect("writing rabbitmq-env.conf");
-        let mut broker = Self {
+        Self {
             node_name,
             amqp_port,
             dist_port,
             dir,
             node: None,
             last_start: Duration::ZERO,
-        };
-        broker.boot().await;
-        broker
+        }
     }
 
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+    }
+
+    /// The port of the node's AMQP listener on 127.0.0.1.
+    pub fn amqp_port(&self) -> u16 {
+        self.amqp_port
+    }
+
+    /// The Erlang node name, `tr-…@localhost`.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// Whether the node runs: it was started and not killed since.
+    pub fn is_running(&self) -> bool {
+        self.node.is_some()
+    }
+
+    /// Runs `rabbitmqctl` against this node and returns what it printed; panics if it fails.
+    /// The CLI is an Erlang node itself: it finds the node's cookie in `$HOME`, so it runs with
+    /// the node's directory as its home and the node's empty environment file, never the
+    /// shared node's.
+    pub async fn rabbitmqctl(&self, args: &[&str]) -> String {
+        let run = tokio::process::Command::new(CTL_SCRIPT)
+            .arg("-n")
+            .arg(&self.node_name)
+            .args(args)
+            .env("HOME", &self.dir)
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(DEADLINE, run)
+            .await
+            .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} took over {DEADLINE:?}"))
+            .unwrap_or_else(|error| panic!("running {CTL_SCRIPT}: {error}"));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "rabbitmqctl -n {} {args:?} failed ({}):\n{stdout}\n{}",
+            self.node_name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
     }
 
     /// How long the last start or restart took until the node accepted a connection.
@@ -108,7 +174,7 @@ impl PrivateBroker {
             .append(true)
             .open(self.dir.join("console.log"))
             .expect("opening the private broker's console log");
-        let mut node = Command::new(SERVER_SCRIPT)
+        let node = Command::new(SERVER_SCRIPT)
             .current_dir(&self.dir)
             // The script execs the VM directly in this mode instead of running it as a
             // background job of a signal-forwarding shell, so the child is `beam.smp` itself.
@@ -141,9 +207,11 @@ impl PrivateBroker {
             .stderr(console)
             .spawn()
             .unwrap_or_else(|error| panic!("starting {SERVER_SCRIPT}: {error}"));
+        // Killed if dropped before it is up, e.g. when the test unwinds while it boots.
+        let mut node = Booting(Some(node));
         let url = self.url();
         loop {
-            if let Some(status) = node.try_wait().expect("polling the private broker") {
+            if let Some(status) = node.child().try_wait().expect("polling the private broker") {
                 panic!(
                     "the private broker exited during start-up ({status}):\n{}",
                     self.log_tail()
@@ -155,8 +223,6 @@ impl PrivateBroker {
                 break;
             }
             if started.elapsed() > DEADLINE {
-                node.kill().ok();
-                node.wait().ok();
                 panic!(
                     "the private broker did not accept connections within {DEADLINE:?}:\n{}",
                     self.log_tail()
@@ -164,14 +230,15 @@ impl PrivateBroker {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let program = fs::read_to_string(format!("/proc/{}/comm", node.id())).unwrap_or_default();
+        let program =
+            fs::read_to_string(format!("/proc/{}/comm", node.child().id())).unwrap_or_default();
         assert_eq!(
             program.trim(),
             "beam.smp",
             "the child must be the Erlang VM itself, so that killing it kills the node"
         );
         self.last_start = started.elapsed();
-        self.node = Some(node);
+        self.node = node.0.take();
     }
 
     /// The end of the node's log and console output, for a failure message.
@@ -196,6 +263,26 @@ impl Drop for PrivateBroker {
             node.wait().ok();
         }
         fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// A node being started, killed if dropped before it is handed over: when its start fails, or
+/// when the future starting it is dropped (another node of a cluster failed to start), so that
+/// no node outlives the test.
+struct Booting(Option<Child>);
+
+impl Booting {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the node is being started")
+    }
+}
+
+impl Drop for Booting {
+    fn drop(&mut self) {
+        if let Some(mut node) = self.0.take() {
+            node.kill().ok();
+            node.wait().ok();
+        }
     }
 }
 
