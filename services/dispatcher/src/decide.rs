@@ -362,6 +362,7 @@ async fn accept(
         requested_at: request.requested_at,
         body: &delivery.data,
         pool: &route.pool,
+        redelivered: delivery.redelivered,
     };
     let outcome = database(context, "recording a request", || async {
         let mut tx = context.db.begin().await?;

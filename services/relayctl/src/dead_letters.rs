@@ -151,6 +151,8 @@ pub fn render_replay(outcomes: &[ReplayOutcome]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use crate::{Cli, Command};
     use clap::Parser;
 

@@ -20,6 +20,10 @@ pub struct NewRequest<'a> {
     pub requested_at: DateTime<Utc>,
     pub body: &'a [u8],
     pub pool: &'a PoolCode,
+    /// The broker handed this message out before and it was not acked (a consumer crashed or
+    /// lost its connection). Finding the request already recorded is then the relay's own
+    /// retry, not a copy the origin sent, and is not counted in `duplicates_received`.
+    pub redelivered: bool,
 }
 
 /// What recording a request did.
@@ -75,9 +79,11 @@ pub async fn accept(conn: &mut PgConnection, request: &NewRequest<'_>) -> sqlx::
     .fetch_one(&mut *conn)
     .await?;
     Ok(if existing.content_sha256 == digest {
-        sqlx::query!("update review_requests set duplicates_received = duplicates_received + 1 where id = $1", existing.id)
-            .execute(&mut *conn)
-            .await?;
+        if !request.redelivered {
+            sqlx::query!("update review_requests set duplicates_received = duplicates_received + 1 where id = $1", existing.id)
+                .execute(&mut *conn)
+                .await?;
+        }
         Acceptance::Duplicate {
             existing: existing.id,
         }

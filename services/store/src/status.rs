@@ -59,7 +59,8 @@ pub struct OriginBooks {
     pub returned: i64,
     /// Refused and dead-lettered with a reason (sent by this hospital's broker user).
     pub refused: i64,
-    /// Identical copies absorbed by deduplication.
+    /// Identical copies the origin sent again, absorbed by deduplication (a broker redelivery of
+    /// a message already recorded is the relay's own retry and is not counted).
     pub duplicates: i64,
     /// Dead letters first sent by this hospital's broker user (its refused requests, and any of
     /// its messages the broker gave up on) that no operator has replayed yet.
