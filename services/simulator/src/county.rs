@@ -99,10 +99,17 @@ async fn publish_new_requests(session: &OriginSession<'_>) -> anyhow::Result<()>
             }
             Err(error) => {
                 Stats::add(&sim.stats.publish_failures);
-                if let PublishError::Broker(error) = error {
-                    return Err(error.into());
+                match error {
+                    // Not taken, but the channel is sound (nothing is bound for it): go on.
+                    PublishError::Unroutable { .. } => {
+                        tracing::warn!(origin = %session.origin.code, error = %error, "request not taken by the broker");
+                    }
+                    // A nack, a missing confirm or a failed channel: start a new session, as a
+                    // HIS should. On RabbitMQ 3.10 a channel that first published to a quorum
+                    // queue while its leader was being re-elected after a node loss can stay
+                    // nacked for good; a new connection and channel recover.
+                    other => return Err(other.into()),
                 }
-                tracing::warn!(origin = %session.origin.code, error = %error, "request not taken by the broker");
             }
         }
     }
