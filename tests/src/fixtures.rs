@@ -50,3 +50,21 @@ pub fn pathology_request(
 ) -> v1::ReviewRequest {
     catalog().pathology_request(origin, request_id, priority, true)
 }
+
+/// A poison message for the recorder: a well-formed lifecycle event (routed) from `origin` about
+/// a request the relay never saw (`NEVER-SEEN`), so recording it violates the audit trail's
+/// foreign key every time and the broker dead-letters it after the delivery limit.
+pub fn poison_event(origin: &str) -> v1::LifecycleEvent {
+    v1::LifecycleEvent {
+        event_id: uuid::Uuid::new_v4().to_string(),
+        request_id: "NEVER-SEEN".into(),
+        origin_hospital: origin.into(),
+        state: v1::RequestState::Routed as i32,
+        actor: "service:test".into(),
+        reason: "poison".into(),
+        occurred_at: Some(domain::wire::timestamp(chrono::Utc::now())),
+        correlation_id: "poison".into(),
+        relay_request_uuid: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    }
+}

@@ -7,7 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod broker;
+pub mod county;
 pub mod fixtures;
+pub mod inspector;
 pub mod private_broker;
 pub mod private_cluster;
 pub mod private_postgres;

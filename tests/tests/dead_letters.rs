@@ -9,7 +9,8 @@ use domain::RequestState::{Received, Routed};
 use prost::Message;
 use sqlx::PgPool;
 use store::dead_letters::{ReplayOutcome, Selection};
-use tests::fixtures::imaging_request;
+use tests::fixtures::{imaging_request, poison_event};
+use tests::inspector::count;
 use tests::{HOSPITAL_A, HOSPITAL_C, TestRelay, test_registry, wait_until};
 
 fn only(id: i64) -> Selection {
@@ -17,10 +18,6 @@ fn only(id: i64) -> Selection {
         ids: vec![id],
         ..Default::default()
     }
-}
-
-async fn count(db: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
@@ -160,18 +157,7 @@ async fn a_replayed_poison_message_is_re_injected_once_and_dies_again_as_a_new_d
     let names = &relay.topology.names;
     // Injected: a lifecycle event about a request the relay never saw; recording it violates the
     // audit trail's foreign key every time, so the broker dead-letters it after the limit.
-    let poison = v1::LifecycleEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
-        request_id: "NEVER-SEEN".into(),
-        origin_hospital: HOSPITAL_A.into(),
-        state: v1::RequestState::Routed as i32,
-        actor: "service:test".into(),
-        reason: "poison".into(),
-        occurred_at: Some(domain::wire::timestamp(chrono::Utc::now())),
-        correlation_id: "poison".into(),
-        relay_request_uuid: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    };
+    let poison = poison_event(HOSPITAL_A);
     relay
         .broker
         .publish_with_headers(

@@ -8,20 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bus::lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use bus::lapin::types::FieldTable;
-use bus::lapin::{BasicProperties, Channel, Confirmation, Connection};
 use contract::v1;
 use domain::RequestState::{Claimed, Delivered, Received, Reported, Routed};
 use prost::Message;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection as _, PgConnection, PgPool};
-use std::collections::{BTreeSet, VecDeque};
-use std::time::Duration;
+use std::collections::BTreeSet;
+use tests::county::{County, RequestMix, county_requests};
 use tests::fixtures::ecg_request;
+use tests::inspector::{Inspector, TestDatabase, count};
 use tests::private_broker::PrivateBroker;
 use tests::{DEADLINE, HOSPITAL_A, TestRelay, report_body, test_registry, tokens, wait_until};
 use tokio::sync::watch;
@@ -29,20 +22,13 @@ use tokio::sync::watch;
 /// Requests the county publishes in the kill test.
 const REQUESTS: usize = 200;
 
-/// Publishes the county keeps in flight before waiting for their confirms, so that the kill
-/// finds some of them unconfirmed.
-const WINDOW: usize = 16;
-
-/// How long the county waits for a window's confirms before it counts them as lost.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Injects: SIGKILL of the only broker node once a third of the requests are confirmed, while
 /// the county has publishes in flight, the dispatcher has deliveries in hand and the outbox is
 /// publishing; then a restart of the node on the same data. Every service's connection, the
 /// county's and the harness's own die with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_confirmed_before_and_after_a_broker_kill_is_recorded_exactly_once() {
-    let database = TestDatabase::create().await;
+    let database = TestDatabase::create("fault").await;
     let mut broker = PrivateBroker::start().await;
     let first_start = broker.last_start();
     let relay = TestRelay::start_on(
@@ -56,11 +42,12 @@ async fn every_request_confirmed_before_and_after_a_broker_kill_is_recorded_exac
 
     let (progress, mut confirmed_so_far) = watch::channel(0);
     let county = County {
-        url: broker.url(),
+        addresses: bus::BrokerAddresses::parse(&broker.url()).unwrap(),
         exchange: names.requests_exchange(),
         progress,
     };
-    let publishing = tokio::spawn(county.publish(county_requests(REQUESTS)));
+    let publishing =
+        tokio::spawn(county.publish(county_requests(REQUESTS, "FAULT", RequestMix::Ecg)));
     tokio::time::timeout(
         DEADLINE,
         confirmed_so_far.wait_for(|confirmed| *confirmed >= REQUESTS / 3),
@@ -195,7 +182,7 @@ async fn every_request_confirmed_before_and_after_a_broker_kill_is_recorded_exac
 /// so the report is signed while no broker exists; then a restart on the same data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_reported_while_the_broker_is_down_reaches_the_origin_after_restart() {
-    let database = TestDatabase::create().await;
+    let database = TestDatabase::create("fault").await;
     let mut broker = PrivateBroker::start().await;
     let relay = TestRelay::start_on(
         database.pool.clone(),
@@ -272,269 +259,4 @@ async fn a_result_reported_while_the_broker_is_down_reaches_the_origin_after_res
     );
     inspector.close().await;
     database.drop_database().await;
-}
-
-/// `REQUESTS` routine ECGs with distinct ids, each encoded once: a retry must send the very same
-/// bytes, or the relay would rightly refuse it as a conflicting duplicate.
-fn county_requests(requests: usize) -> Vec<Outgoing> {
-    const RECORDS: [&str; 5] = ["E07500", "E07501", "E07502", "E07503", "E07504"];
-    (0..requests)
-        .map(|n| {
-            let request_id = format!("ECG-FAULT-{n:04}");
-            let request = ecg_request(
-                HOSPITAL_A,
-                &request_id,
-                v1::Priority::Routine,
-                RECORDS[n % RECORDS.len()],
-            );
-            Outgoing {
-                request_id,
-                message_id: uuid::Uuid::new_v4().to_string(),
-                body: request.encode_to_vec(),
-            }
-        })
-        .collect()
-}
-
-/// One request as the county sends it, every time.
-struct Outgoing {
-    request_id: String,
-    message_id: String,
-    body: Vec<u8>,
-}
-
-/// What the county saw.
-#[derive(Debug, Default)]
-struct CountyLog {
-    /// Request ids in the order the broker confirmed them (ack, routed).
-    confirmed: Vec<String>,
-    /// Publishes that were not confirmed and were sent again.
-    republished: usize,
-    /// Requests sent more than once.
-    republished_ids: BTreeSet<String>,
-    /// Connections the county opened.
-    connections: usize,
-}
-
-/// A county HIS: publishes persistent, mandatory, confirmed, as the broker user `guest`
-/// (hospital A's in the test registry), and publishes again whatever was not confirmed,
-/// reconnecting with backoff while the broker is down.
-struct County {
-    url: String,
-    exchange: String,
-    /// How many requests are confirmed so far.
-    progress: watch::Sender<usize>,
-}
-
-impl County {
-    async fn publish(self, requests: Vec<Outgoing>) -> CountyLog {
-        let mut waiting: VecDeque<Outgoing> = requests.into();
-        let mut log = CountyLog::default();
-        let mut failures = 0u32;
-        while !waiting.is_empty() {
-            let (connection, channel) = match open_confirmed(&self.url).await {
-                Ok(opened) => opened,
-                Err(_) => {
-                    failures += 1;
-                    tokio::time::sleep(bus::reconnect_delay(failures)).await;
-                    continue;
-                }
-            };
-            failures = 0;
-            log.connections += 1;
-            while channel.status().connected() && !waiting.is_empty() {
-                let window: Vec<Outgoing> = waiting.drain(..WINDOW.min(waiting.len())).collect();
-                let confirmed = self.publish_window(&channel, &window).await;
-                for (request, confirmed) in window.into_iter().zip(confirmed) {
-                    if confirmed {
-                        log.confirmed.push(request.request_id);
-                        self.progress.send_replace(log.confirmed.len());
-                    } else {
-                        log.republished += 1;
-                        log.republished_ids.insert(request.request_id.clone());
-                        waiting.push_back(request);
-                    }
-                }
-            }
-            connection.close(200, "county done".into()).await.ok();
-        }
-        log
-    }
-
-    /// Publishes a window, then waits for its confirms: which ones the broker confirmed.
-    async fn publish_window(&self, channel: &Channel, window: &[Outgoing]) -> Vec<bool> {
-        let mut pending = Vec::with_capacity(window.len());
-        for request in window {
-            let properties = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(contract::CONTENT_TYPE.into())
-                .with_type(contract::message_type::REVIEW_REQUEST.into())
-                .with_message_id(request.message_id.as_str().into())
-                .with_correlation_id(request.message_id.as_str().into())
-                .with_user_id("guest".into());
-            let routing_key = format!("{HOSPITAL_A}.ecg");
-            pending.push(
-                channel
-                    .basic_publish(
-                        self.exchange.as_str().into(),
-                        routing_key.as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &request.body,
-                        properties,
-                    )
-                    .await,
-            );
-        }
-        let confirms = futures::future::join_all(pending.into_iter().map(|sent| async move {
-            let Ok(confirm) = sent else { return false };
-            // Only an ack without a returned message means queued in a durable queue.
-            matches!(confirm.await, Ok(Confirmation::Ack(None)))
-        }));
-        tokio::time::timeout(CONFIRM_TIMEOUT, confirms)
-            .await
-            .unwrap_or_else(|_| vec![false; window.len()])
-    }
-}
-
-async fn open_confirmed(url: &str) -> bus::lapin::Result<(Connection, Channel)> {
-    let connection = Connection::connect(url, Default::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok((connection, channel))
-}
-
-/// A fresh connection to the restarted node, for looking into queues once the relay stopped (the
-/// harness's own connection died with the node).
-struct Inspector {
-    connection: Connection,
-    channel: Channel,
-}
-
-impl Inspector {
-    async fn connect(url: &str) -> Self {
-        let connection = Connection::connect(url, Default::default()).await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        Self {
-            connection,
-            channel,
-        }
-    }
-
-    /// Messages ready in a queue.
-    async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
-    }
-
-    /// Takes every message of a lane; returns the relay's request id of each.
-    async fn drain(&self, queue: &str) -> Vec<uuid::Uuid> {
-        let mut ids = Vec::new();
-        while let Some(message) = self.get(queue).await {
-            let headers = message.properties.headers().as_ref();
-            let id = bus::header_str(headers, bus::messages::RELAY_REQUEST_UUID_HEADER)
-                .expect("a lane message names its request");
-            ids.push(id.parse().unwrap());
-        }
-        ids
-    }
-
-    /// Takes every message of a queue; returns their bodies.
-    async fn drain_bodies(&self, queue: &str) -> Vec<Vec<u8>> {
-        let mut bodies = Vec::new();
-        while let Some(message) = self.get(queue).await {
-            bodies.push(message.data);
-        }
-        bodies
-    }
-
-    async fn get(&self, queue: &str) -> Option<bus::lapin::message::Delivery> {
-        let message = self
-            .channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap()?;
-        message
-            .delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .unwrap();
-        Some(message.delivery)
-    }
-
-    async fn close(self) {
-        self.connection.close(200, "inspected".into()).await.ok();
-    }
-}
-
-/// A database of the test's own on the shared PostgreSQL server, migrated, like the one
-/// `#[sqlx::test]` gives; that attribute runs the test on a single-threaded runtime, and these
-/// tests want the services on several threads, as in production. Dropped at the end of a test
-/// that passes; a failing test leaves it for inspection, as `#[sqlx::test]` does.
-struct TestDatabase {
-    server: PgConnectOptions,
-    name: String,
-    pool: PgPool,
-}
-
-impl TestDatabase {
-    async fn create() -> Self {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let server: PgConnectOptions = url.parse().expect("DATABASE_URL is a PostgreSQL URL");
-        let name = format!(
-            "tr_fault_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let mut admin = PgConnection::connect_with(&server)
-            .await
-            .expect("connecting to the shared PostgreSQL server");
-        // A database name cannot be a bind parameter; this one is ours, made of hex digits.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#)))
-            .execute(&mut admin)
-            .await
-            .expect("creating the test database");
-        admin.close().await.ok();
-        // Enough connections for the dispatcher's prefetch, the recorder and the desk at once.
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect_with(server.clone().database(&name))
-            .await
-            .expect("connecting to the test database");
-        store::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrating the test database");
-        Self { server, name, pool }
-    }
-
-    async fn drop_database(self) {
-        self.pool.close().await;
-        let mut admin = PgConnection::connect_with(&self.server).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            r#"drop database "{}" with (force)"#,
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("dropping the test database");
-        admin.close().await.ok();
-    }
-}
-
-/// A `count(*)` query without parameters. Plain `query_scalar` rather than `query!`, so that this
-/// file needs no entries in the committed `.sqlx/` metadata.
-async fn count(db: &PgPool, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
 }

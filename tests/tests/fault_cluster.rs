@@ -11,36 +11,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bus::lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
-use bus::lapin::types::FieldTable;
-use bus::lapin::{BasicProperties, Channel, Confirmation, Connection};
-use contract::v1;
 use domain::RequestState::{Received, Routed};
-use prost::Message;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection as _, PgConnection, PgPool};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use sqlx::PgPool;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use tests::fixtures::{ecg_request, imaging_request};
+use tests::county::{County, RequestMix, county_requests};
+use tests::inspector::{Inspector, TestDatabase};
 use tests::private_cluster::{NODES, PrivateCluster, QuorumQueue};
 use tests::{DEADLINE, HOSPITAL_A, TestRelay, test_registry, wait_for, wait_until};
 use tokio::sync::watch;
 
 /// Requests the county publishes: half ECGs (~120 KB each), half CT studies (a claim check).
 const REQUESTS: usize = 240;
-
-/// Publishes the county keeps in flight before waiting for their confirms, so that the kill
-/// finds some of them unconfirmed.
-const WINDOW: usize = 16;
-
-/// How long the county waits for a window's confirms before it counts them as lost.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the county waits for the broker to acknowledge closing a connection.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The connection names of the relay's services (`runtime::supervise`).
 const SERVICES: [&str; 3] = ["dispatcher", "recorder", "review-desk"];
@@ -53,7 +35,7 @@ const SERVICES: [&str; 3] = ["dispatcher", "recorder", "review-desk"];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_mid_stream_loses_nothing_and_traffic_goes_on_through_the_others() {
     let test_started = Instant::now();
-    let database = TestDatabase::create().await;
+    let database = TestDatabase::create("cluster").await;
     let mut cluster = PrivateCluster::start().await;
     let formed_in = test_started.elapsed();
     let registry = test_registry(HOSPITAL_A);
@@ -118,7 +100,8 @@ async fn a_node_killed_mid_stream_loses_nothing_and_traffic_goes_on_through_the_
         exchange: names.requests_exchange(),
         progress,
     };
-    let publishing = tokio::spawn(county.publish(county_requests(REQUESTS)));
+    let publishing =
+        tokio::spawn(county.publish(county_requests(REQUESTS, "CLUSTER", RequestMix::EcgAndCt)));
     tokio::time::timeout(
         DEADLINE,
         confirmed_so_far.wait_for(|confirmed| *confirmed >= REQUESTS / 3),
@@ -354,292 +337,4 @@ async fn outbox_rows(db: &PgPool) -> i64 {
         .fetch_one(db)
         .await
         .unwrap()
-}
-
-/// `requests` requests with distinct ids, ECGs and CT studies in turn, each encoded once: a
-/// retry must send the very same bytes, or the relay would rightly refuse it as a conflicting
-/// duplicate.
-fn county_requests(requests: usize) -> Vec<Outgoing> {
-    const RECORDS: [&str; 5] = ["E07500", "E07501", "E07502", "E07503", "E07504"];
-    (0..requests)
-        .map(|n| {
-            let (request_id, kind, request) = if n % 2 == 0 {
-                let request_id = format!("ECG-CLUSTER-{n:04}");
-                let record = RECORDS[(n / 2) % RECORDS.len()];
-                let request = ecg_request(HOSPITAL_A, &request_id, v1::Priority::Routine, record);
-                (request_id, "ecg", request)
-            } else {
-                let request_id = format!("CT-CLUSTER-{n:04}");
-                let request = imaging_request(HOSPITAL_A, &request_id, v1::Priority::Routine);
-                (request_id, "imaging", request)
-            };
-            Outgoing {
-                request_id,
-                routing_key: format!("{HOSPITAL_A}.{kind}"),
-                message_id: uuid::Uuid::new_v4().to_string(),
-                body: request.encode_to_vec(),
-            }
-        })
-        .collect()
-}
-
-/// One request as the county sends it, every time.
-struct Outgoing {
-    request_id: String,
-    routing_key: String,
-    message_id: String,
-    body: Vec<u8>,
-}
-
-/// What the county saw.
-#[derive(Debug, Default)]
-struct CountyLog {
-    /// Request ids in the order the broker confirmed them (ack, routed).
-    confirmed: Vec<String>,
-    /// Publishes that were not confirmed and were sent again.
-    republished: usize,
-    /// Requests sent more than once.
-    republished_ids: BTreeSet<String>,
-    /// Connections the county opened.
-    connections: usize,
-    /// Connections the county gave up while they were still open, because the broker nacked
-    /// or did not confirm in time.
-    abandoned_connections: usize,
-}
-
-/// A county HIS: publishes persistent, mandatory, confirmed, as the broker user `guest`
-/// (hospital A's in the test registry), to the first node of the cluster that answers, and
-/// publishes again on a new connection, with backoff, whatever was not confirmed.
-struct County {
-    addresses: bus::BrokerAddresses,
-    exchange: String,
-    /// How many requests are confirmed so far.
-    progress: watch::Sender<usize>,
-}
-
-impl County {
-    async fn publish(self, requests: Vec<Outgoing>) -> CountyLog {
-        let mut waiting: VecDeque<Outgoing> = requests.into();
-        let mut log = CountyLog::default();
-        // Failed connection attempts and failed windows since the last confirmed window.
-        let mut failures = 0u32;
-        // Counts every attempt, so that each one starts at the next node (`bus::connect`).
-        let mut attempt = 0usize;
-        while !waiting.is_empty() {
-            if failures > 0 {
-                tokio::time::sleep(bus::reconnect_delay(failures)).await;
-            }
-            let opened =
-                tokio::time::timeout(CONFIRM_TIMEOUT, open_confirmed(&self.addresses, attempt))
-                    .await;
-            attempt += 1;
-            let Ok(Ok((connection, channel))) = opened else {
-                failures += 1;
-                continue;
-            };
-            log.connections += 1;
-            while !waiting.is_empty() {
-                let window: Vec<Outgoing> = waiting.drain(..WINDOW.min(waiting.len())).collect();
-                let confirmed = self.publish_window(&channel, &window).await;
-                let all_confirmed = confirmed
-                    .as_ref()
-                    .is_some_and(|confirmed| confirmed.iter().all(|c| *c));
-                let confirmed = confirmed.unwrap_or_else(|| vec![false; window.len()]);
-                for (request, confirmed) in window.into_iter().zip(confirmed) {
-                    if confirmed {
-                        log.confirmed.push(request.request_id);
-                        self.progress.send_replace(log.confirmed.len());
-                    } else {
-                        log.republished += 1;
-                        log.republished_ids.insert(request.request_id.clone());
-                        waiting.push_back(request);
-                    }
-                }
-                if all_confirmed {
-                    failures = 0;
-                    continue;
-                }
-                // Whatever was not confirmed is published again on a new connection, not on
-                // this channel. On 3.10 a channel whose first publish to a quorum queue comes
-                // while the queue's record still names the leader on the dead node has every
-                // publish nacked, for good; a channel opened once the new leader is recorded
-                // works (3.11.x and later look the leader up elsewhere).
-                failures += 1;
-                if channel.status().connected() {
-                    log.abandoned_connections += 1;
-                }
-                break;
-            }
-            // Bounded: a node that stopped reading the connection never answers the close.
-            tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, "county done".into()))
-                .await
-                .ok();
-        }
-        log
-    }
-
-    /// Publishes a window, then waits for its confirms: which ones the broker confirmed, or
-    /// `None` if the window was not published and confirmed within [`CONFIRM_TIMEOUT`]. The
-    /// publishes are inside the timeout too: a broker that stops reading the socket (channel
-    /// flow control) blocks them, not only their confirms.
-    async fn publish_window(&self, channel: &Channel, window: &[Outgoing]) -> Option<Vec<bool>> {
-        let published_and_confirmed = async {
-            let mut pending = Vec::with_capacity(window.len());
-            for request in window {
-                let properties = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type(contract::CONTENT_TYPE.into())
-                    .with_type(contract::message_type::REVIEW_REQUEST.into())
-                    .with_message_id(request.message_id.as_str().into())
-                    .with_correlation_id(request.message_id.as_str().into())
-                    .with_user_id("guest".into());
-                pending.push(
-                    channel
-                        .basic_publish(
-                            self.exchange.as_str().into(),
-                            request.routing_key.as_str().into(),
-                            BasicPublishOptions {
-                                mandatory: true,
-                                ..Default::default()
-                            },
-                            &request.body,
-                            properties,
-                        )
-                        .await,
-                );
-            }
-            futures::future::join_all(pending.into_iter().map(|sent| async move {
-                let Ok(confirm) = sent else { return false };
-                // Only an ack without a returned message means queued in a durable queue.
-                matches!(confirm.await, Ok(Confirmation::Ack(None)))
-            }))
-            .await
-        };
-        tokio::time::timeout(CONFIRM_TIMEOUT, published_and_confirmed)
-            .await
-            .ok()
-    }
-}
-
-async fn open_confirmed(
-    addresses: &bus::BrokerAddresses,
-    attempt: usize,
-) -> anyhow::Result<(Connection, Channel)> {
-    let connection = bus::connect(addresses, &format!("county-{HOSPITAL_A}"), attempt).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok((connection, channel))
-}
-
-/// A connection of the test's own to one node, for looking into queues.
-struct Inspector {
-    connection: Connection,
-    channel: Channel,
-}
-
-impl Inspector {
-    async fn connect(url: &str) -> Self {
-        let connection = Connection::connect(url, Default::default()).await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
-        Self {
-            connection,
-            channel,
-        }
-    }
-
-    /// Messages ready in a queue.
-    async fn depth(&self, queue: &str) -> u32 {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        self.channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .unwrap()
-            .message_count()
-    }
-
-    /// Takes every message of a lane; returns the relay's request id of each.
-    async fn drain(&self, queue: &str) -> Vec<uuid::Uuid> {
-        let mut ids = Vec::new();
-        while let Some(message) = self
-            .channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap()
-        {
-            message
-                .delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .unwrap();
-            let headers = message.delivery.properties.headers().as_ref();
-            let id = bus::header_str(headers, bus::messages::RELAY_REQUEST_UUID_HEADER)
-                .expect("a lane message names its request");
-            ids.push(id.parse().unwrap());
-        }
-        ids
-    }
-
-    async fn close(self) {
-        self.connection.close(200, "inspected".into()).await.ok();
-    }
-}
-
-/// A database of the test's own on the shared PostgreSQL server, migrated, like the one
-/// `#[sqlx::test]` gives; that attribute runs the test on a single-threaded runtime, and this
-/// test wants the services on several threads, as in production. Dropped at the end of a test
-/// that passes; a failing test leaves it for inspection, as `#[sqlx::test]` does.
-struct TestDatabase {
-    server: PgConnectOptions,
-    name: String,
-    pool: PgPool,
-}
-
-impl TestDatabase {
-    async fn create() -> Self {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let server: PgConnectOptions = url.parse().expect("DATABASE_URL is a PostgreSQL URL");
-        let name = format!(
-            "tr_cluster_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let mut admin = PgConnection::connect_with(&server)
-            .await
-            .expect("connecting to the shared PostgreSQL server");
-        // A database name cannot be a bind parameter; this one is ours, made of hex digits.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(r#"create database "{name}""#)))
-            .execute(&mut admin)
-            .await
-            .expect("creating the test database");
-        admin.close().await.ok();
-        // Enough connections for the dispatcher's prefetch, the recorder and the desk at once.
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .connect_with(server.clone().database(&name))
-            .await
-            .expect("connecting to the test database");
-        store::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrating the test database");
-        Self { server, name, pool }
-    }
-
-    async fn drop_database(self) {
-        self.pool.close().await;
-        let mut admin = PgConnection::connect_with(&self.server).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            r#"drop database "{}" with (force)"#,
-            self.name
-        )))
-        .execute(&mut admin)
-        .await
-        .expect("dropping the test database");
-        admin.close().await.ok();
-    }
 }

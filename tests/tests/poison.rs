@@ -9,7 +9,7 @@ use contract::v1;
 use domain::RequestState::{Received, Routed};
 use prost::Message;
 use sqlx::PgPool;
-use tests::fixtures::ecg_request;
+use tests::fixtures::{ecg_request, poison_event};
 use tests::{HOSPITAL_A, TestRelay};
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
@@ -20,18 +20,7 @@ async fn an_event_that_always_fails_is_dead_lettered_after_the_delivery_limit_wh
     let names = &relay.topology.names;
     // Injected: a well-formed lifecycle event about a request the relay never saw. Recording it
     // violates the audit trail's foreign key every time: a poison message for the recorder.
-    let poison = v1::LifecycleEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
-        request_id: "NEVER-SEEN".into(),
-        origin_hospital: HOSPITAL_A.into(),
-        state: v1::RequestState::Routed as i32,
-        actor: "service:test".into(),
-        reason: "poison".into(),
-        occurred_at: Some(domain::wire::timestamp(chrono::Utc::now())),
-        correlation_id: "poison".into(),
-        relay_request_uuid: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    };
+    let poison = poison_event(HOSPITAL_A);
     let published = relay
         .broker
         .publish_to(
