@@ -189,16 +189,17 @@ impl TestRelay {
         let shutdown = CancellationToken::new();
         let cleanup = broker.cleanup_guard(shutdown.clone());
         broker.declare_for_registry(registry).await;
-        let database = runtime::DatabaseConfig::default();
+        // What every in-process service runs with: this relay's broker and namespace, JSON logs.
+        let service_config = || runtime::ServiceConfig {
+            broker: broker_config.clone(),
+            database: runtime::DatabaseConfig::default(),
+            log_format: "json".into(),
+        };
         let mut services = Vec::new();
 
         if in_process.dispatcher {
             let dispatcher_config = dispatcher::Config {
-                service: runtime::ServiceConfig {
-                    broker: broker_config.clone(),
-                    database: database.clone(),
-                    log_format: "json".into(),
-                },
+                service: service_config(),
                 ..Default::default()
             };
             services.push((
@@ -213,11 +214,7 @@ impl TestRelay {
 
         if in_process.recorder {
             let recorder_config = recorder::Config {
-                service: runtime::ServiceConfig {
-                    broker: broker_config.clone(),
-                    database: database.clone(),
-                    log_format: "json".into(),
-                },
+                service: service_config(),
                 ..Default::default()
             };
             services.push((
@@ -229,11 +226,7 @@ impl TestRelay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let desk_url = format!("http://{}", listener.local_addr().unwrap());
         let desk_config = review_desk::Config {
-            service: runtime::ServiceConfig {
-                broker: broker_config.clone(),
-                database,
-                log_format: "json".into(),
-            },
+            service: service_config(),
             ..Default::default()
         };
         services.push((

@@ -13,6 +13,19 @@ use tests::fixtures::{imaging_request, poison_event};
 use tests::inspector::count;
 use tests::{HOSPITAL_A, HOSPITAL_C, TestRelay, test_registry, wait_until};
 
+/// What the operator does before replaying hospital C's refused imaging request: pair C's
+/// imaging with Xiangya's pool (`relayctl registry load`).
+async fn add_imaging_pairing_for_c(db: &PgPool, registry: &mut store::registry::RegistryFile) {
+    registry.pairings.push(store::registry::PairingEntry {
+        origin: HOSPITAL_C.into(),
+        department: None,
+        kind: "imaging".into(),
+        pool: "xy-imaging".into(),
+        backups: vec![],
+    });
+    store::registry::load(db, registry).await.unwrap();
+}
+
 fn only(id: i64) -> Selection {
     Selection {
         ids: vec![id],
@@ -48,14 +61,7 @@ async fn a_refused_request_replayed_after_the_pairing_is_added_is_routed_exactly
     );
 
     // The operator adds the missing pairing and replays the dead letter.
-    registry.pairings.push(store::registry::PairingEntry {
-        origin: HOSPITAL_C.into(),
-        department: None,
-        kind: "imaging".into(),
-        pool: "xy-imaging".into(),
-        backups: vec![],
-    });
-    store::registry::load(&relay.db, &registry).await.unwrap();
+    add_imaging_pairing_for_c(&relay.db, &mut registry).await;
     let outcomes = store::dead_letters::replay(
         &relay.db,
         &only(dead.id),
@@ -234,14 +240,7 @@ async fn a_replay_header_lends_no_identity_without_an_operators_replay_of_that_v
     relay.broker.publish_request(&request).await;
     let dead = relay.next_dead_letter().await;
     assert_eq!(dead.reason.as_deref(), Some("no_pairing"));
-    registry.pairings.push(store::registry::PairingEntry {
-        origin: HOSPITAL_C.into(),
-        department: None,
-        kind: "imaging".into(),
-        pool: "xy-imaging".into(),
-        backups: vec![],
-    });
-    store::registry::load(&relay.db, &registry).await.unwrap();
+    add_imaging_pairing_for_c(&relay.db, &mut registry).await;
 
     let routing_key = format!("{HOSPITAL_C}.imaging");
     let replay_of = dead.id.to_string();
