@@ -192,7 +192,7 @@ fn replayable_headers(table: Option<&FieldTable>) -> Vec<(String, String)> {
 }
 
 /// A header table as JSON, in the table's (sorted) key order.
-pub fn table_json(table: &FieldTable) -> Value {
+fn table_json(table: &FieldTable) -> Value {
     Value::Object(
         table
             .inner()

@@ -19,7 +19,7 @@ mod topology;
 
 pub use connection::{BrokerAddresses, connect, reconnect_delay};
 pub use consume::{Handled, consume_until};
-pub use dead_letter::{DeadLetterFacts, REPLAY_OF_HEADER, table_json};
+pub use dead_letter::{DeadLetterFacts, REPLAY_OF_HEADER};
 pub use headers::{DEAD_LETTER_HEADERS, DeadLetterReason, header_str};
 pub use lapin;
 pub use names::Names;

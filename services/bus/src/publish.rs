@@ -25,6 +25,42 @@ pub struct OutgoingMessage {
 }
 
 impl OutgoingMessage {
+    /// The delivered message again, addressed where it was published: its type, ids, body and
+    /// string headers (the only kind the relay sets). The broker's own numeric headers, such as
+    /// a quorum queue's `x-delivery-count`, are not carried: the copy starts a fresh life.
+    pub fn copy_of(delivery: &lapin::message::Delivery) -> Self {
+        let properties = &delivery.properties;
+        let text = |value: &Option<ShortString>| {
+            value
+                .as_ref()
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        let headers = properties
+            .headers()
+            .as_ref()
+            .map(|table| {
+                table
+                    .inner()
+                    .keys()
+                    .filter_map(|name| {
+                        let value = crate::header_str(Some(table), name.as_str())?;
+                        Some((name.as_str().to_owned(), value.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            exchange: delivery.exchange.as_str().to_owned(),
+            routing_key: delivery.routing_key.as_str().to_owned(),
+            message_type: text(properties.kind()),
+            message_id: text(properties.message_id()),
+            correlation_id: text(properties.correlation_id()),
+            body: delivery.data.clone(),
+            headers,
+        }
+    }
+
     /// A copy of a refused delivery for the dead-letter exchange, carrying why it was refused.
     /// The original `user_id` becomes a header: the broker would refuse it on our connection.
     pub fn dead_letter(
@@ -33,13 +69,6 @@ impl OutgoingMessage {
         delivery: &lapin::message::Delivery,
         reason: &DeadLetterReason,
     ) -> Self {
-        let properties = &delivery.properties;
-        let text = |value: &Option<ShortString>| {
-            value
-                .as_ref()
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default()
-        };
         let mut headers = vec![
             (DEAD_LETTER_HEADERS.reason.to_owned(), reason.reason.clone()),
             (DEAD_LETTER_HEADERS.detail.to_owned(), reason.detail.clone()),
@@ -56,7 +85,7 @@ impl OutgoingMessage {
                 delivery.routing_key.as_str().to_owned(),
             ),
         ];
-        if let Some(user) = properties.user_id() {
+        if let Some(user) = delivery.properties.user_id() {
             headers.push((
                 DEAD_LETTER_HEADERS.original_user_id.to_owned(),
                 user.as_str().to_owned(),
@@ -65,11 +94,8 @@ impl OutgoingMessage {
         Self {
             exchange: dead_letter_exchange.to_owned(),
             routing_key: source_queue.to_owned(),
-            message_type: text(properties.kind()),
-            message_id: text(properties.message_id()),
-            correlation_id: text(properties.correlation_id()),
-            body: delivery.data.clone(),
             headers,
+            ..Self::copy_of(delivery)
         }
     }
 }

@@ -4,7 +4,7 @@
 //! origin, broker-verified sender, a pool to route to. The first failure is the reason the
 //! sender is told.
 
-use crate::{Context, SessionState, dead_letter_for};
+use crate::{Context, SessionState};
 use bus::lapin::message::Delivery;
 use bus::messages;
 use chrono::{DateTime, Utc};
@@ -126,18 +126,35 @@ impl Envelope {
         Ok(self)
     }
 
-    /// Makes a dead-letter copy name the real sender and the dead letter it replays.
-    fn describe_replay(&self, copy: &mut bus::OutgoingMessage) {
-        let Some(dead_letter) = self.replay_of else {
-            return;
-        };
+    /// The refused delivery's copy for the dead-letter exchange, with the reason. It names the
+    /// sender the dispatcher judged: the broker-verified publisher, or for a replay the original
+    /// one (the delivery's own `user_id` is then the relay's), and the dead letter it replays.
+    fn dead_letter(
+        &self,
+        context: &Context,
+        delivery: &Delivery,
+        rejection: &Rejection,
+    ) -> bus::OutgoingMessage {
+        let names = &context.topology.names;
+        let mut copy = bus::OutgoingMessage::dead_letter(
+            &names.dead_letter_exchange(),
+            &names.dispatcher_queue(),
+            delivery,
+            &bus::DeadLetterReason {
+                reason: rejection.reason.as_str().into(),
+                detail: rejection.detail.clone(),
+            },
+        );
         let original_user = bus::DEAD_LETTER_HEADERS.original_user_id;
         copy.headers.retain(|(name, _)| name != original_user);
         if let Some(user) = &self.user_id {
             copy.headers.push((original_user.into(), user.clone()));
         }
-        copy.headers
-            .push((bus::REPLAY_OF_HEADER.into(), dead_letter.to_string()));
+        if let Some(dead_letter) = self.replay_of {
+            copy.headers
+                .push((bus::REPLAY_OF_HEADER.into(), dead_letter.to_string()));
+        }
+        copy
     }
 }
 
@@ -489,9 +506,7 @@ async fn refuse(
             return Ok(false);
         }
         let at: DateTime<Utc> = store::db_now(&mut tx).await?;
-        let mut dead_letter = dead_letter_for(context, delivery, &rejection);
-        envelope.describe_replay(&mut dead_letter);
-        let mut messages = vec![dead_letter];
+        let mut messages = vec![envelope.dead_letter(context, delivery, &rejection)];
         let event_origin = sender
             .map(ToString::to_string)
             .unwrap_or_else(|| "unknown".into());

@@ -7,7 +7,7 @@ mod decide;
 
 use anyhow::Context as _;
 use bus::lapin::Connection;
-use bus::{Handled, OutgoingMessage, Publisher, Topology};
+use bus::{Handled, Publisher, Topology};
 use runtime::{ConfigError, ServiceConfig, Session};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -178,21 +178,4 @@ async fn handle(
             Ok(Handled::Failed)
         }
     }
-}
-
-pub(crate) fn dead_letter_for(
-    context: &Context,
-    delivery: &bus::lapin::message::Delivery,
-    rejection: &domain::Rejection,
-) -> OutgoingMessage {
-    let names = &context.topology.names;
-    OutgoingMessage::dead_letter(
-        &names.dead_letter_exchange(),
-        &names.dispatcher_queue(),
-        delivery,
-        &bus::DeadLetterReason {
-            reason: rejection.reason.as_str().into(),
-            detail: rejection.detail.clone(),
-        },
-    )
 }

@@ -263,7 +263,13 @@ async fn keep_dead_letter(context: &Context, delivery: Delivery) -> anyhow::Resu
             }
             Handled::Done
         }
-        Err(error) => database_failure(context, error, "keeping a dead letter"),
+        // The dead-letter queue has no delivery limit, so a nack would hand the message straight
+        // back, again and again. Leave it unacked instead: it stays in the queue, and returns to
+        // the next session after a reconnect.
+        Err(error) => match database_failure(context, error, "keeping a dead letter") {
+            Handled::Failed => Handled::Abandoned,
+            other => other,
+        },
     })
 }
 

@@ -78,6 +78,15 @@ pub async fn run(command: DeadLettersCommand, db: &sqlx::PgPool) -> anyhow::Resu
             let selection = filter.selection(ids, false);
             let outcomes = store::dead_letters::replay(db, &selection, &operator, &note).await?;
             print!("{}", render_replay(&outcomes));
+            let missing = outcomes
+                .iter()
+                .filter(|outcome| matches!(outcome, ReplayOutcome::NotFound { .. }))
+                .count();
+            // The others were replayed; a script must still learn that some ids were wrong.
+            anyhow::ensure!(
+                missing == 0,
+                "{missing} of the named dead letters do not exist"
+            );
         }
     }
     Ok(())

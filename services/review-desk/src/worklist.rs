@@ -130,22 +130,7 @@ async fn claim_from_lane(
 /// of the lane and the original is acked. Only if the copy cannot be published (the broker is
 /// failing too) is the message nacked back, which counts.
 async fn give_back(desk: &Desk, delivery: &Delivery, request_uuid: Uuid) {
-    let properties = &delivery.properties;
-    let text = |value: &Option<bus::lapin::types::ShortString>| {
-        value
-            .as_ref()
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default()
-    };
-    let copy = OutgoingMessage {
-        exchange: delivery.exchange.as_str().to_owned(),
-        routing_key: delivery.routing_key.as_str().to_owned(),
-        message_type: text(properties.kind()),
-        message_id: text(properties.message_id()),
-        correlation_id: text(properties.correlation_id()),
-        body: delivery.data.clone(),
-        headers: vec![(RELAY_REQUEST_UUID_HEADER.into(), request_uuid.to_string())],
-    };
+    let copy = OutgoingMessage::copy_of(delivery);
     let republished = match desk.broker.publisher() {
         Some(publisher) => publisher.publish(&copy).await.map_err(anyhow::Error::from),
         None => Err(anyhow::anyhow!("broker not connected")),
