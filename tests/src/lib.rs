@@ -278,15 +278,19 @@ impl TestRelay {
         self.cleanup.disarm();
     }
 
-    /// `POST /v1/worklist/next` as the reviewer with `token`: the claimed request, or `None`.
-    pub async fn take_next(&self, token: &str) -> Option<serde_json::Value> {
-        let response = self
-            .http
+    /// `POST /v1/worklist/next` as the reviewer with `token`, whatever it answers.
+    pub async fn worklist_next(&self, token: &str) -> reqwest::Response {
+        self.http
             .post(format!("{}/v1/worklist/next", self.desk_url))
             .bearer_auth(token)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `POST /v1/worklist/next` as the reviewer with `token`: the claimed request, or `None`.
+    pub async fn take_next(&self, token: &str) -> Option<serde_json::Value> {
+        let response = self.worklist_next(token).await;
         match response.status().as_u16() {
             200 => Some(response.json().await.unwrap()),
             204 => None,

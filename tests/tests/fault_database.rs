@@ -258,13 +258,7 @@ async fn the_review_desk_answers_503_while_postgres_is_down_and_recovers() {
     .await;
 
     postgres.stop_fast().await;
-    let response = relay
-        .http
-        .post(format!("{}/v1/worklist/next", relay.desk_url))
-        .bearer_auth(tokens::ECG)
-        .send()
-        .await
-        .unwrap();
+    let response = relay.worklist_next(tokens::ECG).await;
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(

@@ -172,13 +172,7 @@ async fn a_database_fault_in_the_middle_of_a_claim_hands_the_request_back_withou
     .execute(&relay.db)
     .await
     .unwrap();
-    let answer = relay
-        .http
-        .post(format!("{}/v1/worklist/next", relay.desk_url))
-        .bearer_auth(tokens::ECG)
-        .send()
-        .await
-        .unwrap();
+    let answer = relay.worklist_next(tokens::ECG).await;
     assert_eq!(answer.status().as_u16(), 503, "a transient fault is a 503");
 
     // The message is back in the lane, never returned through a nack: the broker has counted no
