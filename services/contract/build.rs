@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "telerelay/v1/request.proto",
         "telerelay/v1/result.proto",
         "telerelay/v1/event.proto",
+        "telerelay/v1/critical.proto",
     ];
     let descriptors = protox::compile(files, [proto_root])?;
     prost_build::Config::new().compile_fds(descriptors)?;

@@ -37,6 +37,8 @@ pub fn origin_notice(
         Some(v1::origin_notice::Notice::Result(_)) => "result",
         Some(v1::origin_notice::Notice::Rejected(_)) => "rejected",
         Some(v1::origin_notice::Notice::Returned(_)) => "returned",
+        Some(v1::origin_notice::Notice::Escalated(_)) => "escalated",
+        Some(v1::origin_notice::Notice::AcknowledgementRefused(_)) => "acknowledgement-refused",
         None => "empty",
     };
     OutgoingMessage {

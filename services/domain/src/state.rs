@@ -67,7 +67,7 @@ impl Priority {
 
 /// Where a request is in its life. See ARCHITECTURE.md for the allowed transitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RequestState {
     Received,
     Routed,
@@ -81,10 +81,16 @@ pub enum RequestState {
     Escalated,
     Cancelled,
     Expired,
+    AtRisk,
+    Amended,
+    CriticalNotified,
+    SecondReadRequested,
+    SecondReadRecorded,
+    Resubmitted,
 }
 
 impl RequestState {
-    pub const ALL: [RequestState; 12] = [
+    pub const ALL: [RequestState; 18] = [
         RequestState::Received,
         RequestState::Routed,
         RequestState::Claimed,
@@ -97,6 +103,12 @@ impl RequestState {
         RequestState::Escalated,
         RequestState::Cancelled,
         RequestState::Expired,
+        RequestState::AtRisk,
+        RequestState::Amended,
+        RequestState::CriticalNotified,
+        RequestState::SecondReadRequested,
+        RequestState::SecondReadRecorded,
+        RequestState::Resubmitted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +125,12 @@ impl RequestState {
             RequestState::Escalated => "escalated",
             RequestState::Cancelled => "cancelled",
             RequestState::Expired => "expired",
+            RequestState::AtRisk => "at_risk",
+            RequestState::Amended => "amended",
+            RequestState::CriticalNotified => "critical_notified",
+            RequestState::SecondReadRequested => "second_read_requested",
+            RequestState::SecondReadRecorded => "second_read_recorded",
+            RequestState::Resubmitted => "resubmitted",
         }
     }
 

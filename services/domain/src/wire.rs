@@ -523,6 +523,12 @@ pub fn state_to_wire(state: RequestState) -> v1::RequestState {
         RequestState::Escalated => v1::RequestState::Escalated,
         RequestState::Cancelled => v1::RequestState::Cancelled,
         RequestState::Expired => v1::RequestState::Expired,
+        RequestState::AtRisk => v1::RequestState::AtRisk,
+        RequestState::Amended => v1::RequestState::Amended,
+        RequestState::CriticalNotified => v1::RequestState::CriticalNotified,
+        RequestState::SecondReadRequested => v1::RequestState::SecondReadRequested,
+        RequestState::SecondReadRecorded => v1::RequestState::SecondReadRecorded,
+        RequestState::Resubmitted => v1::RequestState::Resubmitted,
     }
 }
 

@@ -132,6 +132,8 @@ async fn report(
             critical: body.critical,
             critical_finding: critical_finding.unwrap_or_default().to_owned(),
             reported_at: Some(domain::wire::timestamp(reported_at)),
+            supersedes_version: 0,
+            revision_reason: String::new(),
         })),
     };
     let reason = if body.critical {

@@ -72,6 +72,22 @@ async fn handle(session: &OriginSession<'_>, delivery: Delivery) -> anyhow::Resu
             );
             session.outstanding.remove(&rejected.request_id);
         }
+        Some(v1::origin_notice::Notice::Escalated(escalated)) => {
+            tracing::warn!(
+                request_id = escalated.request_id,
+                level = escalated.level,
+                action = escalated.action,
+                "request escalated by the relay"
+            );
+        }
+        Some(v1::origin_notice::Notice::AcknowledgementRefused(refused)) => {
+            tracing::warn!(
+                notification_id = refused.notification_id,
+                reason = refused.reason,
+                detail = refused.detail,
+                "critical acknowledgement refused by the relay"
+            );
+        }
         Some(v1::origin_notice::Notice::Returned(returned)) => {
             Stats::add(&stats.returns);
             let reason =
