@@ -231,6 +231,24 @@ pub(crate) fn unexpected_critical(kind: StudyKind) -> &'static str {
 }
 
 /// Why a reviewer of `kind` sends a request back, with the detail they would write.
+/// What a reviewer adds to a signed report once a prior study or more history arrives.
+pub(crate) fn addendum_text(kind: StudyKind) -> &'static str {
+    match kind {
+        StudyKind::Ecg => "Compared with the prior ECG sent by the origin: no interval change.",
+        StudyKind::Imaging => "Prior study now available: the finding is unchanged in size.",
+        StudyKind::Pathology => "Immunohistochemistry received; it supports the diagnosis above.",
+    }
+}
+
+/// What a reviewer corrects in a signed report.
+pub(crate) fn amendment_text(kind: StudyKind) -> &'static str {
+    match kind {
+        StudyKind::Ecg => "QTc re-measured manually in lead II: corrected value within normal limits.",
+        StudyKind::Imaging => "Laterality corrected: the finding is in the left, not the right, lobe.",
+        StudyKind::Pathology => "Margin status corrected on review of the remaining slides: margins clear.",
+    }
+}
+
 pub(crate) fn return_reason(
     kind: StudyKind,
     unreadable_signal: bool,

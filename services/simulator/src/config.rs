@@ -51,6 +51,20 @@ pub struct Config {
     pub sim_return_probability: f64,
     /// Probability that a reviewer finds an unexpected critical value.
     pub sim_critical_probability: f64,
+    /// Probability that a reviewer is called away mid-read: the draft stays with the lease,
+    /// the lease runs out and a colleague finishes the read.
+    pub sim_called_away_probability: f64,
+    /// Probability that a reviewer later adds an addendum to, or amends, a signed report.
+    pub sim_revision_probability: f64,
+    /// Probability that a second reader disagrees with the first report.
+    pub sim_discordance_probability: f64,
+    /// How long the origin's clinician on duty takes to acknowledge a critical value, in
+    /// seconds (drawn between half and twice this).
+    pub sim_critical_ack_seconds: f64,
+    /// Probability that a critical notification is missed at first, so that only the relay's
+    /// reminders bring a clinician to acknowledge it (after `sim_missed_critical_seconds`).
+    pub sim_missed_critical_probability: f64,
+    pub sim_missed_critical_seconds: f64,
     /// Run the county publishers and inboxes.
     pub sim_origins: bool,
     /// Run the reviewer bots.
@@ -88,6 +102,12 @@ impl Default for Config {
             sim_duplicate_probability: 0.01,
             sim_return_probability: 0.02,
             sim_critical_probability: 0.01,
+            sim_called_away_probability: 0.02,
+            sim_revision_probability: 0.03,
+            sim_discordance_probability: 0.1,
+            sim_critical_ack_seconds: 20.0,
+            sim_missed_critical_probability: 0.15,
+            sim_missed_critical_seconds: 90.0,
             sim_origins: true,
             sim_reviewer_bots: true,
             sim_declare_topology: true,
@@ -149,9 +169,30 @@ impl Config {
             ("sim_duplicate_probability", self.sim_duplicate_probability),
             ("sim_return_probability", self.sim_return_probability),
             ("sim_critical_probability", self.sim_critical_probability),
+            (
+                "sim_called_away_probability",
+                self.sim_called_away_probability,
+            ),
+            ("sim_revision_probability", self.sim_revision_probability),
+            (
+                "sim_discordance_probability",
+                self.sim_discordance_probability,
+            ),
+            (
+                "sim_missed_critical_probability",
+                self.sim_missed_critical_probability,
+            ),
         ] {
             if !(0.0..=1.0).contains(&probability) {
                 return Err(invalid(setting, "must be between 0 and 1"));
+            }
+        }
+        for (setting, seconds) in [
+            ("sim_critical_ack_seconds", self.sim_critical_ack_seconds),
+            ("sim_missed_critical_seconds", self.sim_missed_critical_seconds),
+        ] {
+            if !(seconds.is_finite() && (0.0..=86_400.0).contains(&seconds)) {
+                return Err(invalid(setting, "must be 0 to 86400 seconds"));
             }
         }
         if !self.sim_origin_amqp_url.expose_secret().contains("{user}") {

@@ -2,6 +2,7 @@
 //! review requests built from the real files, at a Poisson rate, with the occasional HIS retry.
 
 use crate::Simulation;
+use crate::critical_inbox::{self, Acknowledged};
 use crate::ids;
 use crate::ledger::{Outstanding, Sent};
 use crate::origin_inbox;
@@ -42,8 +43,10 @@ pub(crate) async fn run_origin(
     let addresses = bus::BrokerAddresses::parse(&sim.config.origin_amqp_url(&origin.broker_user))
         .map_err(anyhow::Error::msg)?;
     let name = format!("simulator-{}", origin.code);
+    // Outlives broker sessions: a reminder after a reconnect is still recognised.
+    let acknowledged = Acknowledged::default();
     runtime::supervise(&name, &addresses, sim.shutdown.clone(), |connection| {
-        session(sim, origin, outstanding, connection)
+        session(sim, origin, outstanding, &acknowledged, connection)
     })
     .await
 }
@@ -52,6 +55,7 @@ async fn session(
     sim: &Simulation,
     origin: &OriginHospital,
     outstanding: &Outstanding,
+    acknowledged: &Acknowledged,
     connection: Connection,
 ) -> anyhow::Result<Session> {
     let channel = connection.create_channel().await?;
@@ -66,7 +70,8 @@ async fn session(
     };
     tokio::try_join!(
         publish_new_requests(&origin_session),
-        origin_inbox::consume(&origin_session, &connection)
+        origin_inbox::consume(&origin_session, &connection),
+        critical_inbox::consume(&origin_session, &connection, acknowledged)
     )?;
     connection
         .close(200, "simulation stopped".into())

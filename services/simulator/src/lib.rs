@@ -11,6 +11,8 @@ mod catalog;
 mod clinical;
 mod config;
 mod county;
+mod critical_inbox;
+mod desk_client;
 pub mod ids;
 mod ledger;
 mod origin_inbox;
@@ -18,6 +20,7 @@ mod progress;
 mod publish;
 mod requests;
 mod reviewer_bot;
+mod second_reader;
 
 pub use catalog::{Catalog, CatalogError, EcgRecord, ImagingSource};
 pub use config::Config;

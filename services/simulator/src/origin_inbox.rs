@@ -73,6 +73,7 @@ async fn handle(session: &OriginSession<'_>, delivery: Delivery) -> anyhow::Resu
             session.outstanding.remove(&rejected.request_id);
         }
         Some(v1::origin_notice::Notice::Escalated(escalated)) => {
+            Stats::add(&stats.escalations);
             tracing::warn!(
                 request_id = escalated.request_id,
                 level = escalated.level,

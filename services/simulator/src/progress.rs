@@ -28,6 +28,25 @@ pub struct Stats {
     pub bot_returns: AtomicU64,
     /// Review desk answers other than success or an empty worklist.
     pub desk_errors: AtomicU64,
+    /// Lease renewals and draft saves the desk took.
+    pub heartbeats: AtomicU64,
+    pub drafts_saved: AtomicU64,
+    /// Claims that came with a previous reader's draft.
+    pub drafts_continued: AtomicU64,
+    /// Reads left mid-way (the lease runs out and a colleague finishes from the draft).
+    pub called_away: AtomicU64,
+    /// Reads whose lease was released or taken over before the report.
+    pub leases_lost: AtomicU64,
+    /// Amendments and addenda the desk took.
+    pub revisions: AtomicU64,
+    pub second_reads_agreed: AtomicU64,
+    pub second_reads_discordant: AtomicU64,
+    /// Critical notifications received on the origins' critical queues (reminders included).
+    pub critical_notifications: AtomicU64,
+    /// Acknowledgements with read-back the origins' clinicians sent.
+    pub critical_acknowledgements: AtomicU64,
+    /// Escalation notices the origins received.
+    pub escalations: AtomicU64,
     /// Confirmed new requests per kind: ECG, imaging, pathology.
     confirmed_by_kind: [AtomicU64; 3],
 }
@@ -50,6 +69,17 @@ pub struct Snapshot {
     pub ecg: u64,
     pub imaging: u64,
     pub pathology: u64,
+    pub heartbeats: u64,
+    pub drafts_saved: u64,
+    pub drafts_continued: u64,
+    pub called_away: u64,
+    pub leases_lost: u64,
+    pub revisions: u64,
+    pub second_reads_agreed: u64,
+    pub second_reads_discordant: u64,
+    pub critical_notifications: u64,
+    pub critical_acknowledgements: u64,
+    pub escalations: u64,
 }
 
 impl Stats {
@@ -80,6 +110,17 @@ impl Stats {
             ecg: get(&self.confirmed_by_kind[0]),
             imaging: get(&self.confirmed_by_kind[1]),
             pathology: get(&self.confirmed_by_kind[2]),
+            heartbeats: get(&self.heartbeats),
+            drafts_saved: get(&self.drafts_saved),
+            drafts_continued: get(&self.drafts_continued),
+            called_away: get(&self.called_away),
+            leases_lost: get(&self.leases_lost),
+            revisions: get(&self.revisions),
+            second_reads_agreed: get(&self.second_reads_agreed),
+            second_reads_discordant: get(&self.second_reads_discordant),
+            critical_notifications: get(&self.critical_notifications),
+            critical_acknowledgements: get(&self.critical_acknowledgements),
+            escalations: get(&self.escalations),
         }
     }
 }
@@ -97,7 +138,9 @@ impl Snapshot {
     pub fn human_line(&self) -> String {
         format!(
             "published {} (confirmed {}, failed {}, dup {}) | ecg {} img {} path {} | results {} (critical {}) \
-             rejected {} returned {} resubmitted {} | bots: reports {} returns {} desk errors {}",
+             rejected {} returned {} resubmitted {} | bots: reports {} returns {} desk errors {} \
+             | leases: heartbeats {} drafts {} continued {} called away {} lost {} | revisions {} \
+             | second reads: agree {} discordant {} | critical: notified {} acknowledged {} | escalations {}",
             self.published,
             self.confirmed,
             self.publish_failures,
@@ -113,6 +156,17 @@ impl Snapshot {
             self.reports,
             self.bot_returns,
             self.desk_errors,
+            self.heartbeats,
+            self.drafts_saved,
+            self.drafts_continued,
+            self.called_away,
+            self.leases_lost,
+            self.revisions,
+            self.second_reads_agreed,
+            self.second_reads_discordant,
+            self.critical_notifications,
+            self.critical_acknowledgements,
+            self.escalations,
         )
     }
 
@@ -134,6 +188,17 @@ impl Snapshot {
             ecg = self.ecg,
             imaging = self.imaging,
             pathology = self.pathology,
+            heartbeats = self.heartbeats,
+            drafts_saved = self.drafts_saved,
+            drafts_continued = self.drafts_continued,
+            called_away = self.called_away,
+            leases_lost = self.leases_lost,
+            revisions = self.revisions,
+            second_reads_agreed = self.second_reads_agreed,
+            second_reads_discordant = self.second_reads_discordant,
+            critical_notifications = self.critical_notifications,
+            critical_acknowledgements = self.critical_acknowledgements,
+            escalations = self.escalations,
             "{message}"
         );
         if to_stdout {

@@ -19,12 +19,48 @@ pub async fn publish_request(
     correlation_id: &str,
     confirm_timeout: Duration,
 ) -> Result<(), PublishError> {
+    let message = OriginMessage {
+        exchange,
+        routing_key,
+        broker_user,
+        message_type: contract::message_type::REVIEW_REQUEST,
+        body,
+        correlation_id,
+    };
+    publish_as_origin(channel, &message, confirm_timeout).await
+}
+
+/// A message a county HIS publishes as its own broker user.
+pub(crate) struct OriginMessage<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub broker_user: &'a str,
+    pub message_type: &'a str,
+    pub body: &'a [u8],
+    pub correlation_id: &'a str,
+}
+
+/// Publishes persistent and mandatory with the broker-verified `user_id` and a fresh
+/// `message_id`, and waits for the broker's confirm.
+pub(crate) async fn publish_as_origin(
+    channel: &Channel,
+    message: &OriginMessage<'_>,
+    confirm_timeout: Duration,
+) -> Result<(), PublishError> {
+    let OriginMessage {
+        exchange,
+        routing_key,
+        broker_user,
+        message_type,
+        body,
+        correlation_id,
+    } = *message;
     let place = || (exchange.to_owned(), routing_key.to_owned());
     let properties = BasicProperties::default()
         // Persistent: written to disk by classic queues; quorum queues always are.
         .with_delivery_mode(2)
         .with_content_type(contract::CONTENT_TYPE.into())
-        .with_type(contract::message_type::REVIEW_REQUEST.into())
+        .with_type(message_type.into())
         // The broker refuses a user_id that is not the connection's user, so the dispatcher can
         // trust it as the sender's identity.
         .with_user_id(broker_user.into())

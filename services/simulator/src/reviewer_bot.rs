@@ -10,11 +10,11 @@ use crate::catalog::Catalog;
 use crate::clinical;
 use crate::ids;
 use crate::progress::Stats;
-use chrono::{DateTime, Utc};
+use crate::desk_client::{DeskClient, DeskError, SecondReadItem, WorkItem};
+use crate::second_reader;
+use chrono::Utc;
 use domain::StudyKind;
 use rand::Rng;
-use reqwest::StatusCode;
-use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 
@@ -36,18 +36,6 @@ impl std::fmt::Debug for ReviewerBot {
     }
 }
 
-/// A claimed request as `POST /v1/worklist/next` returns it (fields the bot does not use are
-/// ignored).
-#[derive(Debug, Deserialize)]
-struct WorkItem {
-    request_uuid: String,
-    request_id: String,
-    origin: String,
-    kind: String,
-    priority: String,
-    claim_expires_at: Option<DateTime<Utc>>,
-}
-
 /// What the reviewer does with a request.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Decision {
@@ -62,30 +50,35 @@ pub(crate) enum Decision {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-enum DeskError {
-    #[error("the review desk refused the token (401)")]
-    Unauthorized,
-    #[error("the claim is no longer ours (409)")]
-    Conflict,
-    #[error("the review desk is unavailable ({0})")]
-    Unavailable(String),
-    #[error("unexpected answer {0} from the review desk")]
-    Unexpected(StatusCode),
-}
-
 /// Attempts at delivering one finished report before giving it up.
 const REPORT_ATTEMPTS: u32 = 6;
 
 /// Runs one bot until shutdown. A bot that is reading when shutdown comes signs off its
-/// report at once rather than abandoning it.
+/// report at once rather than abandoning it. With nothing on its worklist, it takes a
+/// colleague's report to second-read.
 pub(crate) async fn run(sim: &Simulation, client: &reqwest::Client, bot: &ReviewerBot) {
+    let desk = DeskClient {
+        http: client,
+        base: sim.config.sim_review_desk_url.trim_end_matches('/'),
+        bot,
+    };
     let mut failures: u32 = 0;
     while !sim.shutdown.is_cancelled() {
-        let pause = match next(sim, client, bot).await {
-            Ok(Some(item)) => {
+        let taken = match desk.next().await {
+            Ok(Some(item)) => Ok(Some(Work::Read(item))),
+            Ok(None) => desk
+                .next_second_read()
+                .await
+                .map(|item| item.map(Work::SecondRead)),
+            Err(error) => Err(error),
+        };
+        let pause = match taken {
+            Ok(Some(work)) => {
                 failures = 0;
-                work(sim, client, bot, item).await;
+                match work {
+                    Work::Read(item) => read(sim, &desk, item).await,
+                    Work::SecondRead(item) => second_reader::read(sim, &desk, item).await,
+                }
                 continue;
             }
             Ok(None) => sim.config.poll_interval(),
@@ -113,29 +106,23 @@ pub(crate) async fn run(sim: &Simulation, client: &reqwest::Client, bot: &Review
     }
 }
 
-async fn next(
-    sim: &Simulation,
-    client: &reqwest::Client,
-    bot: &ReviewerBot,
-) -> Result<Option<WorkItem>, DeskError> {
-    let response = client
-        .post(format!("{}/v1/worklist/next", desk(sim)))
-        .bearer_auth(&bot.token)
-        .send()
-        .await
-        .map_err(|error| DeskError::Unavailable(cause_chain(&error)))?;
-    match response.status() {
-        StatusCode::OK => response
-            .json()
-            .await
-            .map(Some)
-            .map_err(|error| DeskError::Unavailable(cause_chain(&error))),
-        StatusCode::NO_CONTENT => Ok(None),
-        status => Err(status_error(status)),
-    }
+enum Work {
+    Read(WorkItem),
+    SecondRead(SecondReadItem),
 }
 
-async fn work(sim: &Simulation, client: &reqwest::Client, bot: &ReviewerBot, item: WorkItem) {
+/// How a stretch of reading under a lease ended.
+enum Reading {
+    Finished,
+    /// The lease was released or taken over (409 on a heartbeat): the work is someone else's.
+    LeaseLost,
+    /// Called away mid-read: the draft stays with the lease, which runs out, and the request
+    /// goes back to the pool for a colleague to finish.
+    CalledAway,
+}
+
+async fn read(sim: &Simulation, desk: &DeskClient<'_>, item: WorkItem) {
+    let bot = desk.bot;
     let Some(kind) = StudyKind::parse(&item.kind) else {
         tracing::warn!(
             reviewer = bot.id,
@@ -162,10 +149,10 @@ async fn work(sim: &Simulation, client: &reqwest::Client, bot: &ReviewerBot, ite
         // Seeing that a study cannot be read takes a fraction of reading it.
         reading = reading.mul_f64(0.3);
     }
-    if let Some(expires) = item.claim_expires_at {
-        // Report before the lease runs out, as a doctor watching the clock would.
-        let left = (expires - Utc::now()).to_std().unwrap_or_default();
-        reading = reading.min(left.saturating_sub(Duration::from_secs(5)));
+    if item.draft.is_some() {
+        // A colleague's draft is waiting: finishing it takes less than starting over.
+        Stats::add(&sim.stats.drafts_continued);
+        reading = reading.mul_f64(0.4);
     }
     tracing::debug!(
         reviewer = bot.id,
@@ -173,9 +160,27 @@ async fn work(sim: &Simulation, client: &reqwest::Client, bot: &ReviewerBot, ite
         seconds = reading.as_secs_f64(),
         "reading"
     );
-    tokio::select! {
-        _ = tokio::time::sleep(reading) => {}
-        _ = sim.shutdown.cancelled() => {}
+    let called_away = rand::rng().random_bool(sim.config.sim_called_away_probability);
+    match read_under_lease(sim, desk, &item, reading, &decision, called_away).await {
+        Reading::Finished => {}
+        Reading::LeaseLost => {
+            Stats::add(&sim.stats.leases_lost);
+            tracing::warn!(
+                reviewer = bot.id,
+                request_id = item.request_id,
+                "lease lost while reading"
+            );
+            return;
+        }
+        Reading::CalledAway => {
+            Stats::add(&sim.stats.called_away);
+            tracing::info!(
+                reviewer = bot.id,
+                request_id = item.request_id,
+                "called away mid-read; the draft stays with the lease"
+            );
+            return;
+        }
     }
     let (path, body) = match &decision {
         Decision::Report {
@@ -195,90 +200,151 @@ async fn work(sim: &Simulation, client: &reqwest::Client, bot: &ReviewerBot, ite
             ("return", json!({ "reason": reason, "detail": detail }))
         }
     };
-    let url = format!("{}/v1/requests/{}/{path}", desk(sim), item.request_uuid);
+    let url = format!("/v1/requests/{}/{path}", item.request_uuid);
+    if !submit(sim, desk, &item.request_id, path, &url, &body).await {
+        return;
+    }
+    let counter = if path == "report" {
+        &sim.stats.reports
+    } else {
+        &sim.stats.bot_returns
+    };
+    Stats::add(counter);
+    if path == "report" && rand::rng().random_bool(sim.config.sim_revision_probability) {
+        revise(sim, desk, &item, kind).await;
+    }
+}
+
+/// Reads for `reading`, in stretches of a third of the lease: between stretches the lease is
+/// renewed, and halfway through the draft is saved with it, as a workstation does.
+async fn read_under_lease(
+    sim: &Simulation,
+    desk: &DeskClient<'_>,
+    item: &WorkItem,
+    reading: Duration,
+    decision: &Decision,
+    called_away: bool,
+) -> Reading {
+    let lease = item
+        .claim_expires_at
+        .and_then(|expires| (expires - Utc::now()).to_std().ok())
+        .unwrap_or(Duration::from_secs(60));
+    let stretch = (lease / 3).max(Duration::from_millis(200));
+    let mut left = reading;
+    let mut draft_saved = false;
+    while !left.is_zero() {
+        let this = stretch.min(left);
+        tokio::select! {
+            _ = tokio::time::sleep(this) => {}
+            // Shutdown: sign off at once rather than abandon the read.
+            _ = sim.shutdown.cancelled() => return Reading::Finished,
+        }
+        left = left.saturating_sub(this);
+        if left.is_zero() {
+            break;
+        }
+        let renewed = if !draft_saved && left <= reading / 2 {
+            draft_saved = true;
+            let (findings, conclusion) = match decision {
+                Decision::Report {
+                    findings,
+                    conclusion,
+                    ..
+                } => (findings.as_str(), format!("Preliminary: {conclusion}")),
+                Decision::Return { detail, .. } => (*detail, "Preliminary: may return".into()),
+            };
+            let saved = desk
+                .save_draft(&item.request_uuid, findings, &conclusion)
+                .await;
+            if saved.is_ok() {
+                Stats::add(&sim.stats.drafts_saved);
+            }
+            if called_away {
+                return Reading::CalledAway;
+            }
+            saved
+        } else {
+            desk.heartbeat(&item.request_uuid).await
+        };
+        match renewed {
+            Ok(_) => Stats::add(&sim.stats.heartbeats),
+            Err(DeskError::Conflict) => return Reading::LeaseLost,
+            // The desk is briefly away: keep reading; the next renewal may get through.
+            Err(error) => {
+                tracing::debug!(reviewer = desk.bot.id, error = %error, "lease renewal failed")
+            }
+        }
+    }
+    Reading::Finished
+}
+
+/// A later thought on a signed report: mostly an addendum (a comparison, a recommendation),
+/// now and then an amendment that corrects it.
+async fn revise(sim: &Simulation, desk: &DeskClient<'_>, item: &WorkItem, kind: StudyKind) {
+    let pause = reading_time(kind, "routine", false, sim.config.sim_time_scale).mul_f64(0.5);
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => {}
+        _ = sim.shutdown.cancelled() => return,
+    }
+    let body = if rand::rng().random_bool(2.0 / 3.0) {
+        json!({
+            "kind": "addendum",
+            "findings": clinical::addendum_text(kind),
+            "conclusion": "Addendum as above; the signed conclusion stands.",
+            "reason": "comparison with prior study received after signing",
+        })
+    } else {
+        json!({
+            "kind": "amended",
+            "findings": clinical::amendment_text(kind),
+            "conclusion": "Amended conclusion as above.",
+            "reason": "measurement corrected on review",
+        })
+    };
+    let url = format!("/v1/requests/{}/revisions", item.request_uuid);
+    if submit(sim, desk, &item.request_id, "revision", &url, &body).await {
+        Stats::add(&sim.stats.revisions);
+    }
+}
+
+/// Posts a finished piece of work, retrying while the desk is unavailable. Returns whether the
+/// desk took it.
+pub(crate) async fn submit(
+    sim: &Simulation,
+    desk: &DeskClient<'_>,
+    request_id: &str,
+    action: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> bool {
+    let bot = desk.bot;
     for attempt in 1..=REPORT_ATTEMPTS {
-        match submit(client, bot, &url, &body).await {
+        match desk.post(path, body).await {
             Ok(()) => {
-                let counter = if path == "report" {
-                    &sim.stats.reports
-                } else {
-                    &sim.stats.bot_returns
-                };
-                Stats::add(counter);
-                tracing::info!(
-                    reviewer = bot.id,
-                    request_id = item.request_id,
-                    action = path,
-                    "submitted"
-                );
-                return;
+                tracing::info!(reviewer = bot.id, request_id, action, "submitted");
+                return true;
             }
             Err(
                 error @ (DeskError::Conflict | DeskError::Unauthorized | DeskError::Unexpected(_)),
             ) => {
                 Stats::add(&sim.stats.desk_errors);
-                tracing::warn!(reviewer = bot.id, request_id = item.request_id, error = %error, action = path, "not accepted");
-                return;
+                tracing::warn!(reviewer = bot.id, request_id, error = %error, action, "not accepted");
+                return false;
             }
             Err(error) => {
                 Stats::add(&sim.stats.desk_errors);
-                tracing::warn!(reviewer = bot.id, request_id = item.request_id, error = %error, attempt, "retrying");
+                tracing::warn!(reviewer = bot.id, request_id, error = %error, attempt, "retrying");
                 tokio::time::sleep(bus::reconnect_delay(attempt)).await;
             }
         }
     }
     tracing::error!(
         reviewer = bot.id,
-        request_id = item.request_id,
+        request_id,
+        action,
         "gave up submitting; the claim will expire"
     );
-}
-
-async fn submit(
-    client: &reqwest::Client,
-    bot: &ReviewerBot,
-    url: &str,
-    body: &serde_json::Value,
-) -> Result<(), DeskError> {
-    let response = client
-        .post(url)
-        .bearer_auth(&bot.token)
-        .json(body)
-        .send()
-        .await
-        .map_err(|error| DeskError::Unavailable(cause_chain(&error)))?;
-    match response.status() {
-        status if status.is_success() => Ok(()),
-        status => Err(status_error(status)),
-    }
-}
-
-fn status_error(status: StatusCode) -> DeskError {
-    match status {
-        StatusCode::UNAUTHORIZED => DeskError::Unauthorized,
-        StatusCode::CONFLICT => DeskError::Conflict,
-        status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-            DeskError::Unavailable(status.to_string())
-        }
-        status => DeskError::Unexpected(status),
-    }
-}
-
-/// An error with its causes ("error sending request: ... Connection refused"), which
-/// reqwest's own message leaves out.
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn desk(sim: &Simulation) -> &str {
-    sim.config.sim_review_desk_url.trim_end_matches('/')
+    false
 }
 
 /// Realistic reading time for a kind and priority, scaled: ECG 2–6 min, imaging 5–20,

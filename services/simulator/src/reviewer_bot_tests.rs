@@ -143,7 +143,11 @@ mod fake_desk {
     pub async fn start(desk: Desk) -> String {
         let app = axum::Router::new()
             .route("/v1/worklist/next", post(next))
-            .route("/v1/requests/{uuid}/{action}", post(submit))
+            .route(
+                "/v1/second-reads/next",
+                post(|| async { StatusCode::NO_CONTENT }),
+            )
+            .route("/v1/requests/{uuid}/{action}", post(submit).put(submit))
             .with_state(desk);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -176,6 +180,10 @@ mod fake_desk {
             body,
         });
         match action.as_str() {
+            "heartbeat" | "draft" => Json(serde_json::json!({
+                "lease_expires_at": (chrono::Utc::now() + chrono::Duration::milliseconds(600)).to_rfc3339(),
+            }))
+            .into_response(),
             "report" => (
                 StatusCode::CREATED,
                 Json(serde_json::json!({ "version": 1 })),
@@ -214,6 +222,8 @@ async fn a_bot_reports_the_infarct_as_critical_and_returns_the_noisy_record() {
         sim_poll_interval_ms: 20,
         sim_return_probability: 0.0,
         sim_critical_probability: 0.0,
+        sim_called_away_probability: 0.0,
+        sim_revision_probability: 0.0,
         ..crate::Config::default()
     };
     let sim = crate::Simulation::for_tests(config, catalog().clone());
@@ -253,4 +263,71 @@ async fn a_bot_reports_the_infarct_as_critical_and_returns_the_noisy_record() {
         (counts.reports, counts.bot_returns, counts.desk_errors),
         (1, 1, 0)
     );
+}
+
+/// The ids of the submissions with `action`, in order.
+fn actions(desk: &fake_desk::Desk) -> Vec<String> {
+    desk.submitted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.action.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bot_renews_its_lease_and_saves_a_draft_while_reading_and_one_called_away_stops() {
+    for called_away in [false, true] {
+        let desk = fake_desk::Desk::default();
+        let mut item = work_item("uuid-long", "100");
+        // A short lease (stretches of 200 ms) and a read of about a second: several renewals.
+        item["claim_expires_at"] =
+            serde_json::json!((Utc::now() + chrono::Duration::milliseconds(600)).to_rfc3339());
+        item["priority"] = serde_json::json!("routine");
+        desk.work.lock().unwrap().push_back(item);
+        let config = crate::Config {
+            sim_review_desk_url: fake_desk::start(desk.clone()).await,
+            sim_time_scale: 0.005,
+            sim_poll_interval_ms: 20,
+            sim_return_probability: 0.0,
+            sim_critical_probability: 0.0,
+            sim_called_away_probability: if called_away { 1.0 } else { 0.0 },
+            sim_revision_probability: 0.0,
+            ..crate::Config::default()
+        };
+        let sim = crate::Simulation::for_tests(config, catalog().clone());
+        let bot = ReviewerBot {
+            id: "xy-ecg-liu".into(),
+            pool: "xy-ecg".into(),
+            token: "demo-xy-ecg-liu".into(),
+        };
+        let client = reqwest::Client::new();
+        let stop_when_done = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let finished = |actions: &[String]| {
+                actions.iter().any(|a| a == "report")
+                    || (called_away && actions.iter().any(|a| a == "draft"))
+            };
+            while !finished(&actions(&desk)) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sim.shutdown.cancel();
+        };
+        tokio::join!(run(&sim, &client, &bot), stop_when_done);
+
+        let seen = actions(&desk);
+        let draft_at = seen.iter().position(|a| a == "draft");
+        assert!(draft_at.is_some(), "no draft saved: {seen:?}");
+        let counts = sim.stats.snapshot();
+        if called_away {
+            assert!(!seen.iter().any(|a| a == "report"), "{seen:?}");
+            assert_eq!((counts.called_away, counts.reports), (1, 0));
+        } else {
+            let report_at = seen.iter().position(|a| a == "report").unwrap();
+            assert!(draft_at < Some(report_at), "{seen:?}");
+            assert!(seen.iter().any(|a| a == "heartbeat"), "{seen:?}");
+            assert_eq!((counts.called_away, counts.reports), (0, 1));
+            assert!(counts.heartbeats >= 2, "{counts:?}");
+        }
+    }
 }
