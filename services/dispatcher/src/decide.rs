@@ -4,6 +4,7 @@
 //! origin, broker-verified sender, a pool to route to. The first failure is the reason the
 //! sender is told.
 
+use crate::overflow::Placement;
 use crate::{Context, SessionState};
 use bus::lapin::message::Delivery;
 use bus::messages;
@@ -245,7 +246,13 @@ pub(crate) async fn process(
         .await;
     }
     let route = database(context, "routing", || {
-        store::registry::route(db, &request.origin, &request.department, request.kind())
+        store::registry::route(
+            db,
+            &request.origin,
+            &request.department,
+            request.subspecialty.as_deref(),
+            request.kind(),
+        )
     })
     .await?;
     let Some(route) = route else {
@@ -269,9 +276,14 @@ pub(crate) async fn process(
         )
         .await;
     };
-    ensure_declared(context, state, Declare::Lanes(&route.pool)).await?;
+    let placement = database(context, "overflow check", || {
+        crate::overflow::place(db, &route, request.priority)
+    })
+    .await?;
+    // The lane the request is placed in must exist before the request is committed.
+    ensure_declared(context, state, Declare::Lanes(&placement.pool)).await?;
     ensure_declared(context, state, Declare::Results(&request.origin)).await?;
-    accept(context, delivery, &envelope, &request, &route).await
+    accept(context, delivery, &envelope, &request, &route, &placement).await
 }
 
 /// The request id and origin as the body states them, before validation.
@@ -359,8 +371,10 @@ async fn accept(
     envelope: &Envelope,
     request: &ReviewRequest,
     route: &store::registry::Route,
+    placement: &Placement,
 ) -> Result<(), Failure> {
     let names = &context.topology.names;
+    let pool = &placement.pool;
     let id = Uuid::new_v4();
     let correlation_id = if envelope.correlation_id.is_empty() {
         id.to_string()
@@ -378,7 +392,7 @@ async fn accept(
         correlation_id: &correlation_id,
         requested_at: request.requested_at,
         body: &delivery.data,
-        pool: &route.pool,
+        pool,
         redelivered: delivery.redelivered,
     };
     let outcome = database(context, "recording a request", || async {
@@ -394,7 +408,7 @@ async fn accept(
                 state,
                 actor: format!("hospital:{}", request.origin),
                 reason,
-                pool: Some(route.pool.to_string()),
+                pool: Some(pool.to_string()),
                 correlation_id: correlation_id.clone(),
                 occurred_at: at,
             };
@@ -406,18 +420,24 @@ async fn accept(
                 actor: "service:dispatcher".into(),
                 ..fact(
                     RequestState::Routed,
-                    format!(
-                        "routed by {} to pool {} lane {}",
-                        route.rule.as_str(),
-                        route.pool,
-                        request.priority
-                    ),
+                    match &placement.overflow {
+                        None => format!(
+                            "routed by {} to pool {pool} lane {}",
+                            route.rule.as_str(),
+                            request.priority
+                        ),
+                        Some(overflow) => format!(
+                            "routed by {} to pool {pool} lane {}; {overflow}",
+                            route.rule.as_str(),
+                            request.priority
+                        ),
+                    },
                 )
             };
             let messages = [
                 messages::routed_request(
                     names,
-                    &route.pool,
+                    pool,
                     request.priority,
                     id,
                     correlation_id.clone(),
@@ -437,8 +457,8 @@ async fn accept(
     match outcome {
         Acceptance::Accepted => {
             context.outbox_wake.notify_one();
-            tracing::info!(request_uuid = %id, correlation_id, origin = %request.origin, pool = %route.pool,
-                priority = %request.priority, kind = %request.kind(), "request routed");
+            tracing::info!(request_uuid = %id, correlation_id, origin = %request.origin, pool = %pool,
+                overflow = placement.overflow.as_deref().unwrap_or(""), priority = %request.priority, kind = %request.kind(), "request routed");
             Ok(())
         }
         Acceptance::Duplicate { existing } => {

@@ -9,6 +9,7 @@
 //! Every call carries `Authorization: Bearer <reviewer token>`; a reviewer sees only the lanes of
 //! their own pool and acts only on requests they hold.
 
+mod aging;
 mod api;
 mod broker;
 mod error;

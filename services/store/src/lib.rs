@@ -7,8 +7,10 @@
 
 pub mod audit;
 pub mod dead_letters;
+pub mod lanes;
 pub mod outbox;
 pub mod registry;
+pub mod registry_edits;
 pub mod requests;
 pub mod review;
 pub mod status;
