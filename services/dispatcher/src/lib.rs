@@ -4,6 +4,7 @@
 //! that outcome is committed.
 
 mod decide;
+mod resubmission;
 
 use anyhow::Context as _;
 use bus::lapin::Connection;

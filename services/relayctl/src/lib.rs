@@ -2,6 +2,7 @@
 //! (`TELERELAY_AMQP_URL`, `TELERELAY_DATABASE_URL`, `TELERELAY_NAMESPACE`, ...).
 
 pub mod dead_letters;
+pub mod second_reads;
 pub mod status;
 
 use anyhow::Context as _;
@@ -32,6 +33,8 @@ pub enum Command {
     /// List and replay dead letters.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
+    /// Second reads of signed reports and their verdicts (agree / discordant).
+    SecondReads(second_reads::SecondReadsArgs),
     /// Queue depths, oldest waiting request per lane, requests by state, refusals.
     Status {
         /// Refresh every N seconds until interrupted.
@@ -84,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reconcile => print!("{}", status::reconciliation(&db).await?),
         Command::DeadLetters(command) => dead_letters::run(command, &db).await?,
+        Command::SecondReads(args) => second_reads::run(&args, &db).await?,
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
     }
     Ok(())

@@ -11,6 +11,8 @@ pub mod outbox;
 pub mod registry;
 pub mod requests;
 pub mod review;
+pub mod revisions;
+pub mod second_reads;
 pub mod status;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
