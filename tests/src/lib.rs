@@ -15,6 +15,7 @@ pub mod private_cluster;
 pub mod private_postgres;
 mod registry;
 pub mod routing;
+pub mod revisions;
 pub mod service_process;
 
 pub use broker::{DeadLetter, Published};

@@ -5,6 +5,7 @@
 //! sender is told.
 
 use crate::overflow::Placement;
+use crate::resubmission;
 use crate::{Context, SessionState};
 use bus::lapin::message::Delivery;
 use bus::messages;
@@ -397,9 +398,14 @@ async fn accept(
     };
     let outcome = database(context, "recording a request", || async {
         let mut tx = context.db.begin().await?;
+        let original = match resubmission::judge(&mut tx, request).await? {
+            Ok(original) => original,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
         let acceptance = store::requests::accept(&mut tx, &new_request).await?;
         if acceptance == Acceptance::Accepted {
             let at = store::db_now(&mut tx).await?;
+            let resubmission_note = resubmission::note(original.as_ref());
             let fact = |state: RequestState, reason: String| LifecycleFact {
                 event_id: Uuid::new_v4(),
                 request_uuid: Some(id),
@@ -414,7 +420,11 @@ async fn accept(
             };
             let received = fact(
                 RequestState::Received,
-                format!("{} {} request received", request.priority, request.kind()),
+                format!(
+                    "{} {} request received{resubmission_note}",
+                    request.priority,
+                    request.kind()
+                ),
             );
             let routed = LifecycleFact {
                 actor: "service:dispatcher".into(),
@@ -422,19 +432,19 @@ async fn accept(
                     RequestState::Routed,
                     match &placement.overflow {
                         None => format!(
-                            "routed by {} to pool {pool} lane {}",
+                            "routed by {} to pool {pool} lane {}{resubmission_note}",
                             route.rule.as_str(),
                             request.priority
                         ),
                         Some(overflow) => format!(
-                            "routed by {} to pool {pool} lane {}; {overflow}",
+                            "routed by {} to pool {pool} lane {}; {overflow}{resubmission_note}",
                             route.rule.as_str(),
                             request.priority
                         ),
                     },
                 )
             };
-            let messages = [
+            let mut messages = vec![
                 messages::routed_request(
                     names,
                     pool,
@@ -446,14 +456,35 @@ async fn accept(
                 messages::lifecycle_event(names, &received),
                 messages::lifecycle_event(names, &routed),
             ];
+            if let Some(original) = &original {
+                messages.push(resubmission::link(&mut tx, names, original, id, request, at).await?);
+            }
             store::outbox::enqueue(&mut tx, &messages).await?;
         }
         crash_point::reached("dispatcher.before_commit");
         tx.commit().await?;
-        Ok(acceptance)
+        Ok(Ok(acceptance))
     })
     .await?;
 
+    let outcome = match outcome {
+        Ok(acceptance) => acceptance,
+        Err(rejection) => {
+            let claimed = Claimed {
+                request_id: request.request_id.to_string(),
+                origin: request.origin.to_string(),
+            };
+            return refuse(
+                context,
+                delivery,
+                envelope,
+                Some(&request.origin),
+                Some(&claimed),
+                rejection,
+            )
+            .await;
+        }
+    };
     match outcome {
         Acceptance::Accepted => {
             context.outbox_wake.notify_one();

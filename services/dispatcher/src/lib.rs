@@ -5,6 +5,7 @@
 
 mod decide;
 mod overflow;
+mod resubmission;
 
 use anyhow::Context as _;
 use bus::lapin::Connection;

@@ -3,6 +3,7 @@
 
 pub mod dead_letters;
 pub mod pairing;
+pub mod second_reads;
 pub mod status;
 
 use anyhow::Context as _;
@@ -51,6 +52,8 @@ pub enum Command {
     /// List and replay dead letters.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
+    /// Second reads of signed reports and their verdicts (agree / discordant).
+    SecondReads(second_reads::SecondReadsArgs),
     /// Queue depths, oldest waiting request per lane, requests by state, refusals.
     Status {
         /// Refresh every N seconds until interrupted.
@@ -118,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pairing(command) => print!("{}", pairing::run_pairing(command, &db).await?),
         Command::Lanes(command) => print!("{}", pairing::run_lanes(command, &db).await?),
         Command::DeadLetters(command) => dead_letters::run(command, &db).await?,
+        Command::SecondReads(args) => second_reads::run(&args, &db).await?,
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
     }
     Ok(())

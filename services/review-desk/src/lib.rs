@@ -4,6 +4,10 @@
 //!   (200 with the request, 204 when nothing waits). The claim is a lease in PostgreSQL.
 //! - `POST /v1/requests/{id}/report`: sign a report (201 with its version).
 //! - `POST /v1/requests/{id}/return`: hand the request back with a coded reason.
+//! - `POST /v1/requests/{id}/revisions`: amend a signed report or add an addendum (201 with the
+//!   new version); see `revisions`.
+//! - `POST /v1/second-reads/next`, `POST /v1/second-reads/{id}/verdict`: second reads; see
+//!   `second_reads`.
 //! - `GET /health`: liveness; `GET /ready`: database and broker reachable.
 //!
 //! Every call carries `Authorization: Bearer <reviewer token>`; a reviewer sees only the lanes of
@@ -13,6 +17,9 @@ mod aging;
 mod api;
 mod broker;
 mod error;
+mod reports;
+mod revisions;
+mod second_reads;
 mod view;
 mod worklist;
 
@@ -33,6 +40,12 @@ pub struct Config {
     pub http_addr: String,
     /// How long a claim lasts without a report (env `TELERELAY_LEASE_SECONDS`).
     pub lease_seconds: u32,
+    /// Share of final reports read again by a second reviewer, 0.0 to 1.0 (env
+    /// `TELERELAY_SECOND_READ_SHARE`). Chosen from the request's uuid, so the share holds.
+    pub second_read_share: f64,
+    /// Every critical final report gets a second read, whatever the share (env
+    /// `TELERELAY_SECOND_READ_ALL_CRITICAL`).
+    pub second_read_all_critical: bool,
 }
 
 impl Default for Config {
@@ -41,6 +54,8 @@ impl Default for Config {
             service: ServiceConfig::default(),
             http_addr: "127.0.0.1:8080".into(),
             lease_seconds: 15 * 60,
+            second_read_share: 0.1,
+            second_read_all_critical: true,
         }
     }
 }
@@ -58,6 +73,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "lease_seconds",
                 reason: "must be 10 s to 24 h".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.second_read_share) {
+            return Err(ConfigError::Invalid {
+                setting: "second_read_share",
+                reason: "must be 0.0 to 1.0".into(),
             });
         }
         Ok(())

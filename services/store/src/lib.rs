@@ -13,6 +13,8 @@ pub mod registry;
 pub mod registry_edits;
 pub mod requests;
 pub mod review;
+pub mod revisions;
+pub mod second_reads;
 pub mod status;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
