@@ -4,6 +4,8 @@
 //!   (200 with the request, 204 when nothing waits). The claim is a lease in PostgreSQL.
 //! - `POST /v1/requests/{id}/report`: sign a report (201 with its version).
 //! - `POST /v1/requests/{id}/return`: hand the request back with a coded reason.
+//! - `POST /v1/requests/{id}/heartbeat`, `PUT /v1/requests/{id}/draft`: keep the lease alive,
+//!   save a draft (see `leases`).
 //! - `GET /health`: liveness; `GET /ready`: database and broker reachable.
 //!
 //! Every call carries `Authorization: Bearer <reviewer token>`; a reviewer sees only the lanes of
@@ -12,6 +14,7 @@
 mod api;
 mod broker;
 mod error;
+mod leases;
 mod view;
 mod worklist;
 

@@ -11,6 +11,8 @@ pub mod outbox;
 pub mod registry;
 pub mod requests;
 pub mod review;
+pub mod sla;
+pub mod sla_config;
 pub mod status;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
