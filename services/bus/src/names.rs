@@ -74,4 +74,14 @@ impl Names {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead-letters", self.namespace)
     }
+
+    /// Topic exchange for pages to people (escalation ladder), routing key `page.<contact>`.
+    pub fn alerts_exchange(&self) -> String {
+        format!("{}.alerts", self.namespace)
+    }
+
+    /// Where pages wait for the paging bridge (SMS / phone gateway) that delivers them.
+    pub fn alerts_queue(&self) -> String {
+        format!("{}.alerts", self.namespace)
+    }
 }

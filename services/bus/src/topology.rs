@@ -45,6 +45,7 @@ impl Topology {
             names.results_exchange(),
             names.events_exchange(),
             names.dead_letter_exchange(),
+            names.alerts_exchange(),
         ] {
             declare_exchange(channel, &exchange, ExchangeKind::Topic).await?;
         }
@@ -91,6 +92,17 @@ impl Topology {
             &names.recorder_events_queue(),
             &names.events_exchange(),
             "#",
+        )
+        .await?;
+
+        // Pages wait here until the paging bridge takes them; every page, whoever it is for.
+        self.declare_queue(channel, &names.alerts_queue(), true)
+            .await?;
+        bind(
+            channel,
+            &names.alerts_queue(),
+            &names.alerts_exchange(),
+            "page.#",
         )
         .await?;
         Ok(())

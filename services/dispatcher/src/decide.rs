@@ -332,7 +332,7 @@ async fn check_sender(
 /// Declares a queue group once per connection, before anything routed to it is committed: the
 /// results exchange also feeds the recorder, so `mandatory` alone would not notice a missing
 /// county queue.
-async fn ensure_declared(
+pub(crate) async fn ensure_declared(
     context: &Context,
     state: &SessionState,
     target: Declare<'_>,
@@ -361,7 +361,7 @@ async fn ensure_declared(
 }
 
 #[derive(Clone, Copy)]
-enum Declare<'a> {
+pub(crate) enum Declare<'a> {
     Lanes(&'a domain::PoolCode),
     Results(&'a HospitalCode),
 }
@@ -394,6 +394,7 @@ async fn accept(
         requested_at: request.requested_at,
         body: &delivery.data,
         pool,
+        frozen_section: matches!(&request.study, domain::Study::Pathology(case) if case.frozen_section),
         redelivered: delivery.redelivered,
     };
     let outcome = database(context, "recording a request", || async {

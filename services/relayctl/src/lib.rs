@@ -4,6 +4,8 @@
 pub mod dead_letters;
 pub mod pairing;
 pub mod second_reads;
+pub mod requests;
+pub mod sla;
 pub mod status;
 
 use anyhow::Context as _;
@@ -60,6 +62,15 @@ pub enum Command {
         #[arg(long)]
         watch: Option<u64>,
     },
+    /// Turnaround targets (SLA) per kind × priority.
+    #[command(subcommand)]
+    Sla(sla::SlaCommand),
+    /// The escalation ladder after an SLA breach, and pool heads.
+    #[command(subcommand)]
+    Escalation(sla::EscalationCommand),
+    /// Operator interventions on one request (break-lock).
+    #[command(subcommand)]
+    Requests(requests::RequestsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +134,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DeadLetters(command) => dead_letters::run(command, &db).await?,
         Command::SecondReads(args) => second_reads::run(&args, &db).await?,
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
+        Command::Sla(command) => sla::run_sla(command, &db).await?,
+        Command::Escalation(command) => sla::run_escalation(command, &db).await?,
+        Command::Requests(command) => {
+            requests::run(command, &db, &config.broker.topology()?.names).await?
+        }
     }
     Ok(())
 }

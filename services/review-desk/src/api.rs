@@ -1,12 +1,12 @@
 //! Routes, authentication and the report / return calls.
 
 use crate::error::ApiError;
-use crate::{Desk, reports, revisions, second_reads, view, worklist};
+use crate::{Desk, leases, reports, revisions, second_reads, view, worklist};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bus::messages;
 use contract::v1;
@@ -26,6 +26,8 @@ pub(crate) fn router(desk: Arc<Desk>) -> Router {
         .route("/v1/requests/{id}/revisions", post(revisions::revise))
         .route("/v1/second-reads/next", post(second_reads::next))
         .route("/v1/second-reads/{id}/verdict", post(second_reads::verdict))
+        .route("/v1/requests/{id}/heartbeat", post(leases::heartbeat))
+        .route("/v1/requests/{id}/draft", put(leases::save_draft))
         .with_state(desk)
 }
 
@@ -62,7 +64,10 @@ async fn next(
     Authenticated(reviewer): Authenticated,
 ) -> Result<Response, ApiError> {
     match worklist::claim_next(&desk, &reviewer).await? {
-        Some(claimed) => Ok(Json(view::claimed_request(&claimed)?).into_response()),
+        Some(claimed) => {
+            let sla = store::sla::claim_context(&desk.db, claimed.id).await?;
+            Ok(Json(view::claimed_request(&claimed, sla)?).into_response())
+        }
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
@@ -185,16 +190,8 @@ async fn hold(
         // Requests of other pools do not exist as far as this reviewer is concerned.
         return Err(ApiError::NotFound);
     }
-    if held.state != "claimed" {
-        return Err(ApiError::Conflict(format!(
-            "the request is {}, not claimed",
-            held.state
-        )));
-    }
-    if held.claimed_by.as_deref() != Some(reviewer.id.as_str()) {
-        return Err(ApiError::Conflict(
-            "another reviewer holds this request".into(),
-        ));
+    if held.state != "claimed" || held.claimed_by.as_deref() != Some(reviewer.id.as_str()) {
+        return Err(leases::not_held(&held.state, held.claimed_by.as_deref()));
     }
     Ok(held)
 }

@@ -8,6 +8,8 @@
 //!   new version); see `revisions`.
 //! - `POST /v1/second-reads/next`, `POST /v1/second-reads/{id}/verdict`: second reads; see
 //!   `second_reads`.
+//! - `POST /v1/requests/{id}/heartbeat`, `PUT /v1/requests/{id}/draft`: keep the lease alive,
+//!   save a draft (see `leases`).
 //! - `GET /health`: liveness; `GET /ready`: database and broker reachable.
 //!
 //! Every call carries `Authorization: Bearer <reviewer token>`; a reviewer sees only the lanes of
@@ -20,6 +22,7 @@ mod error;
 mod reports;
 mod revisions;
 mod second_reads;
+mod leases;
 mod view;
 mod worklist;
 

@@ -15,6 +15,8 @@ pub mod requests;
 pub mod review;
 pub mod revisions;
 pub mod second_reads;
+pub mod sla;
+pub mod sla_config;
 pub mod status;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
