@@ -1,6 +1,7 @@
 //! The relay operator's commands. Each connects with the same configuration as the services
 //! (`TELERELAY_AMQP_URL`, `TELERELAY_DATABASE_URL`, `TELERELAY_NAMESPACE`, ...).
 
+pub mod critical;
 pub mod dead_letters;
 pub mod status;
 
@@ -22,7 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Apply the database migrations (run once per upgrade, not by every replica).
     Migrate,
-    /// Declare every exchange and queue: the core, each pool's lanes, each hospital's results queue.
+    /// Declare every exchange and queue: the core, each pool's lanes, each hospital's results and
+    /// critical queues.
     Declare,
     /// Registry commands.
     #[command(subcommand)]
@@ -32,6 +34,8 @@ pub enum Command {
     /// List and replay dead letters.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
+    /// The critical-value (危急值) register: who was told what, when, who acknowledged, how long.
+    Critical(critical::CriticalArgs),
     /// Queue depths, oldest waiting request per lane, requests by state, refusals.
     Status {
         /// Refresh every N seconds until interrupted.
@@ -84,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reconcile => print!("{}", status::reconciliation(&db).await?),
         Command::DeadLetters(command) => dead_letters::run(command, &db).await?,
+        Command::Critical(args) => critical::run(args, &db).await?,
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
     }
     Ok(())

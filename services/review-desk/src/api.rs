@@ -118,6 +118,9 @@ async fn report(
         },
     )
     .await?;
+    // 危急值: a critical version also goes to the origin's critical lane, in this transaction.
+    store::critical::notify_if_critical(&mut tx, names, id, version, desk.config.critical_ack())
+        .await?;
     let origin = origin_code(&held.origin)?;
     let result = v1::OriginNotice {
         notice: Some(v1::origin_notice::Notice::Result(v1::ReviewResult {

@@ -32,6 +32,9 @@ pub struct Config {
     pub http_addr: String,
     /// How long a claim lasts without a report (env `TELERELAY_LEASE_SECONDS`).
     pub lease_seconds: u32,
+    /// How long the origin has to acknowledge a critical value before reminders and escalation
+    /// start (env `TELERELAY_CRITICAL_ACK_SECONDS`; local practice: 15 minutes).
+    pub critical_ack_seconds: u32,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             http_addr: "127.0.0.1:8080".into(),
             lease_seconds: 15 * 60,
+            critical_ack_seconds: 15 * 60,
         }
     }
 }
@@ -59,7 +63,18 @@ impl Config {
                 reason: "must be 10 s to 24 h".into(),
             });
         }
+        if !(1..=24 * 3600).contains(&self.critical_ack_seconds) {
+            return Err(ConfigError::Invalid {
+                setting: "critical_ack_seconds",
+                reason: "must be 1 s to 24 h".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The acknowledgement window of a critical notification.
+    pub fn critical_ack(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.critical_ack_seconds))
     }
 }
 
