@@ -1,6 +1,7 @@
 //! The relay operator's commands. Each connects with the same configuration as the services
 //! (`TELERELAY_AMQP_URL`, `TELERELAY_DATABASE_URL`, `TELERELAY_NAMESPACE`, ...).
 
+pub mod critical;
 pub mod dead_letters;
 pub mod pairing;
 pub mod second_reads;
@@ -38,7 +39,8 @@ impl Cli {
 pub enum Command {
     /// Apply the database migrations (run once per upgrade, not by every replica).
     Migrate,
-    /// Declare every exchange and queue: the core, each pool's lanes, each hospital's results queue.
+    /// Declare every exchange and queue: the core, each pool's lanes, each hospital's results and
+    /// critical queues.
     Declare,
     /// Registry commands.
     #[command(subcommand)]
@@ -56,6 +58,8 @@ pub enum Command {
     DeadLetters(dead_letters::DeadLettersCommand),
     /// Second reads of signed reports and their verdicts (agree / discordant).
     SecondReads(second_reads::SecondReadsArgs),
+    /// The critical-value (危急值) register: who was told what, when, who acknowledged, how long.
+    Critical(critical::CriticalArgs),
     /// Queue depths, oldest waiting request per lane, requests by state, refusals.
     Status {
         /// Refresh every N seconds until interrupted.
@@ -133,6 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lanes(command) => print!("{}", pairing::run_lanes(command, &db).await?),
         Command::DeadLetters(command) => dead_letters::run(command, &db).await?,
         Command::SecondReads(args) => second_reads::run(&args, &db).await?,
+        Command::Critical(args) => critical::run(args, &db).await?,
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
         Command::Sla(command) => sla::run_sla(command, &db).await?,
         Command::Escalation(command) => sla::run_escalation(command, &db).await?,

@@ -49,6 +49,9 @@ pub struct Config {
     /// Every critical final report gets a second read, whatever the share (env
     /// `TELERELAY_SECOND_READ_ALL_CRITICAL`).
     pub second_read_all_critical: bool,
+    /// How long the origin has to acknowledge a critical value before reminders and escalation
+    /// start (env `TELERELAY_CRITICAL_ACK_SECONDS`; local practice: 15 minutes).
+    pub critical_ack_seconds: u32,
 }
 
 impl Default for Config {
@@ -59,6 +62,7 @@ impl Default for Config {
             lease_seconds: 15 * 60,
             second_read_share: 0.1,
             second_read_all_critical: true,
+            critical_ack_seconds: 15 * 60,
         }
     }
 }
@@ -84,7 +88,18 @@ impl Config {
                 reason: "must be 0.0 to 1.0".into(),
             });
         }
+        if !(1..=24 * 3600).contains(&self.critical_ack_seconds) {
+            return Err(ConfigError::Invalid {
+                setting: "critical_ack_seconds",
+                reason: "must be 1 s to 24 h".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The acknowledgement window of a critical notification.
+    pub fn critical_ack(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.critical_ack_seconds))
     }
 }
 

@@ -234,9 +234,11 @@ pub(crate) async fn sign(
             ));
         }
     }
-    // Critical-value loop: a critical version (text.critical) of any kind is where the critical
-    // notification to the origin's own lane is queued, in this same transaction.
     store::outbox::enqueue(tx, &outgoing).await?;
+    // 危急值: a critical version of any kind (final, amended, addendum) also goes to the origin's
+    // own critical lane, in this same transaction.
+    store::critical::notify_if_critical(tx, names, subject.id, version, desk.config.critical_ack())
+        .await?;
     tracing::info!(request_uuid = %subject.id, correlation_id = subject.correlation_id, reviewer = reviewer.id,
         version, status = ?status, critical = text.critical, "report version signed");
     Ok(Signed { version })

@@ -6,6 +6,7 @@
 //! broker.
 
 pub mod audit;
+pub mod critical;
 pub mod dead_letters;
 pub mod lanes;
 pub mod outbox;
