@@ -50,6 +50,7 @@ pub fn test_registry(guest_hospital: &str) -> RegistryFile {
         origin: origin.into(),
         department: None,
         kind: kind.into(),
+        subspecialty: None,
         pool: pool.into(),
         backups: vec![],
     };

@@ -20,6 +20,7 @@ async fn add_imaging_pairing_for_c(db: &PgPool, registry: &mut store::registry::
         origin: HOSPITAL_C.into(),
         department: None,
         kind: "imaging".into(),
+        subspecialty: None,
         pool: "xy-imaging".into(),
         backups: vec![],
     });

@@ -76,3 +76,26 @@ pub fn routed_request(
         headers: vec![(RELAY_REQUEST_UUID_HEADER.into(), request_uuid.to_string())],
     }
 }
+
+/// A critical notification, or its n-th reminder, for the origin's critical lane (routing key
+/// `<origin>`). The message id names the notification and the reminder, so a republished send
+/// is recognisably the same send.
+pub fn critical_notification(
+    names: &Names,
+    origin: &HospitalCode,
+    notification: &v1::CriticalNotification,
+    correlation_id: String,
+) -> OutgoingMessage {
+    OutgoingMessage {
+        exchange: names.critical_exchange(),
+        routing_key: origin.to_string(),
+        message_type: message_type::CRITICAL_NOTIFICATION.into(),
+        message_id: format!(
+            "critical:{}:{}",
+            notification.notification_id, notification.reminder
+        ),
+        correlation_id,
+        body: notification.encode_to_vec(),
+        headers: Vec::new(),
+    }
+}

@@ -74,4 +74,35 @@ impl Names {
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead-letters", self.namespace)
     }
+
+    /// Topic exchange for pages to people (escalation ladder), routing key `page.<contact>`.
+    pub fn alerts_exchange(&self) -> String {
+        format!("{}.alerts", self.namespace)
+    }
+
+    /// Where pages wait for the paging bridge (SMS / phone gateway) that delivers them.
+    pub fn alerts_queue(&self) -> String {
+        format!("{}.alerts", self.namespace)
+    }
+
+    /// Topic exchange for critical-value notifications, routing key `<origin code>`: each origin's
+    /// critical lane, apart from its ordinary results so a 危急值 never waits behind them.
+    pub fn critical_exchange(&self) -> String {
+        format!("{}.critical", self.namespace)
+    }
+
+    /// The origin's own critical queue: only that hospital's broker user may read it.
+    pub fn origin_critical_queue(&self, origin: &HospitalCode) -> String {
+        format!("{}.critical.{}", self.namespace, origin)
+    }
+
+    /// Topic exchange origins publish critical acknowledgements to, routing key
+    /// `<origin code>.critical`, so topic permissions restrict each hospital to its own code.
+    pub fn acknowledgements_exchange(&self) -> String {
+        format!("{}.acknowledgements", self.namespace)
+    }
+
+    pub fn recorder_acknowledgements_queue(&self) -> String {
+        format!("{}.recorder.acknowledgements", self.namespace)
+    }
 }

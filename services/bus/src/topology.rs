@@ -45,6 +45,7 @@ impl Topology {
             names.results_exchange(),
             names.events_exchange(),
             names.dead_letter_exchange(),
+            names.alerts_exchange(),
         ] {
             declare_exchange(channel, &exchange, ExchangeKind::Topic).await?;
         }
@@ -93,7 +94,41 @@ impl Topology {
             "#",
         )
         .await?;
+
+        // Pages wait here until the paging bridge takes them; every page, whoever it is for.
+        self.declare_queue(channel, &names.alerts_queue(), true)
+            .await?;
+        bind(
+            channel,
+            &names.alerts_queue(),
+            &names.alerts_exchange(),
+            "page.#",
+        )
+        .await?;
+        self.declare_critical_core(channel).await?;
         Ok(())
+    }
+
+    /// The critical-value loop's exchanges and the recorder's acknowledgements queue. Topic
+    /// exchanges whose first routing-key word is the origin's code, as for requests and results.
+    async fn declare_critical_core(&self, channel: &Channel) -> lapin::Result<()> {
+        let names = &self.names;
+        declare_exchange(channel, &names.critical_exchange(), ExchangeKind::Topic).await?;
+        declare_exchange(
+            channel,
+            &names.acknowledgements_exchange(),
+            ExchangeKind::Topic,
+        )
+        .await?;
+        self.declare_queue(channel, &names.recorder_acknowledgements_queue(), true)
+            .await?;
+        bind(
+            channel,
+            &names.recorder_acknowledgements_queue(),
+            &names.acknowledgements_exchange(),
+            "#",
+        )
+        .await
     }
 
     /// The four priority lanes of a reviewer pool.
@@ -129,6 +164,26 @@ impl Topology {
             &queue,
             &self.names.results_exchange(),
             &format!("{origin}.#"),
+        )
+        .await?;
+        // Wherever an origin's inbox is declared, its critical lane is declared with it.
+        self.declare_origin_critical(channel, origin).await
+    }
+
+    /// An origin hospital's critical queue (危急值 lane), bound to its code on the critical
+    /// exchange: critical notifications never queue behind ordinary results.
+    pub async fn declare_origin_critical(
+        &self,
+        channel: &Channel,
+        origin: &HospitalCode,
+    ) -> lapin::Result<()> {
+        let queue = self.names.origin_critical_queue(origin);
+        self.declare_queue(channel, &queue, true).await?;
+        bind(
+            channel,
+            &queue,
+            &self.names.critical_exchange(),
+            origin.as_str(),
         )
         .await
     }

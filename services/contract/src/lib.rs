@@ -15,4 +15,6 @@ pub mod message_type {
     pub const REVIEW_REQUEST: &str = "telerelay.v1.ReviewRequest";
     pub const ORIGIN_NOTICE: &str = "telerelay.v1.OriginNotice";
     pub const LIFECYCLE_EVENT: &str = "telerelay.v1.LifecycleEvent";
+    pub const CRITICAL_NOTIFICATION: &str = "telerelay.v1.CriticalNotification";
+    pub const CRITICAL_ACKNOWLEDGEMENT: &str = "telerelay.v1.CriticalAcknowledgement";
 }

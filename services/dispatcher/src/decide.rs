@@ -4,6 +4,8 @@
 //! origin, broker-verified sender, a pool to route to. The first failure is the reason the
 //! sender is told.
 
+use crate::overflow::Placement;
+use crate::resubmission;
 use crate::{Context, SessionState};
 use bus::lapin::message::Delivery;
 use bus::messages;
@@ -245,7 +247,13 @@ pub(crate) async fn process(
         .await;
     }
     let route = database(context, "routing", || {
-        store::registry::route(db, &request.origin, &request.department, request.kind())
+        store::registry::route(
+            db,
+            &request.origin,
+            &request.department,
+            request.subspecialty.as_deref(),
+            request.kind(),
+        )
     })
     .await?;
     let Some(route) = route else {
@@ -269,9 +277,14 @@ pub(crate) async fn process(
         )
         .await;
     };
-    ensure_declared(context, state, Declare::Lanes(&route.pool)).await?;
+    let placement = database(context, "overflow check", || {
+        crate::overflow::place(db, &route, request.priority)
+    })
+    .await?;
+    // The lane the request is placed in must exist before the request is committed.
+    ensure_declared(context, state, Declare::Lanes(&placement.pool)).await?;
     ensure_declared(context, state, Declare::Results(&request.origin)).await?;
-    accept(context, delivery, &envelope, &request, &route).await
+    accept(context, delivery, &envelope, &request, &route, &placement).await
 }
 
 /// The request id and origin as the body states them, before validation.
@@ -319,7 +332,7 @@ async fn check_sender(
 /// Declares a queue group once per connection, before anything routed to it is committed: the
 /// results exchange also feeds the recorder, so `mandatory` alone would not notice a missing
 /// county queue.
-async fn ensure_declared(
+pub(crate) async fn ensure_declared(
     context: &Context,
     state: &SessionState,
     target: Declare<'_>,
@@ -348,7 +361,7 @@ async fn ensure_declared(
 }
 
 #[derive(Clone, Copy)]
-enum Declare<'a> {
+pub(crate) enum Declare<'a> {
     Lanes(&'a domain::PoolCode),
     Results(&'a HospitalCode),
 }
@@ -359,8 +372,10 @@ async fn accept(
     envelope: &Envelope,
     request: &ReviewRequest,
     route: &store::registry::Route,
+    placement: &Placement,
 ) -> Result<(), Failure> {
     let names = &context.topology.names;
+    let pool = &placement.pool;
     let id = Uuid::new_v4();
     let correlation_id = if envelope.correlation_id.is_empty() {
         id.to_string()
@@ -378,14 +393,20 @@ async fn accept(
         correlation_id: &correlation_id,
         requested_at: request.requested_at,
         body: &delivery.data,
-        pool: &route.pool,
+        pool,
+        frozen_section: matches!(&request.study, domain::Study::Pathology(case) if case.frozen_section),
         redelivered: delivery.redelivered,
     };
     let outcome = database(context, "recording a request", || async {
         let mut tx = context.db.begin().await?;
+        let original = match resubmission::judge(&mut tx, request).await? {
+            Ok(original) => original,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
         let acceptance = store::requests::accept(&mut tx, &new_request).await?;
         if acceptance == Acceptance::Accepted {
             let at = store::db_now(&mut tx).await?;
+            let resubmission_note = resubmission::note(original.as_ref());
             let fact = |state: RequestState, reason: String| LifecycleFact {
                 event_id: Uuid::new_v4(),
                 request_uuid: Some(id),
@@ -394,30 +415,40 @@ async fn accept(
                 state,
                 actor: format!("hospital:{}", request.origin),
                 reason,
-                pool: Some(route.pool.to_string()),
+                pool: Some(pool.to_string()),
                 correlation_id: correlation_id.clone(),
                 occurred_at: at,
             };
             let received = fact(
                 RequestState::Received,
-                format!("{} {} request received", request.priority, request.kind()),
+                format!(
+                    "{} {} request received{resubmission_note}",
+                    request.priority,
+                    request.kind()
+                ),
             );
             let routed = LifecycleFact {
                 actor: "service:dispatcher".into(),
                 ..fact(
                     RequestState::Routed,
-                    format!(
-                        "routed by {} to pool {} lane {}",
-                        route.rule.as_str(),
-                        route.pool,
-                        request.priority
-                    ),
+                    match &placement.overflow {
+                        None => format!(
+                            "routed by {} to pool {pool} lane {}{resubmission_note}",
+                            route.rule.as_str(),
+                            request.priority
+                        ),
+                        Some(overflow) => format!(
+                            "routed by {} to pool {pool} lane {}; {overflow}{resubmission_note}",
+                            route.rule.as_str(),
+                            request.priority
+                        ),
+                    },
                 )
             };
-            let messages = [
+            let mut messages = vec![
                 messages::routed_request(
                     names,
-                    &route.pool,
+                    pool,
                     request.priority,
                     id,
                     correlation_id.clone(),
@@ -426,19 +457,40 @@ async fn accept(
                 messages::lifecycle_event(names, &received),
                 messages::lifecycle_event(names, &routed),
             ];
+            if let Some(original) = &original {
+                messages.push(resubmission::link(&mut tx, names, original, id, request, at).await?);
+            }
             store::outbox::enqueue(&mut tx, &messages).await?;
         }
         crash_point::reached("dispatcher.before_commit");
         tx.commit().await?;
-        Ok(acceptance)
+        Ok(Ok(acceptance))
     })
     .await?;
 
+    let outcome = match outcome {
+        Ok(acceptance) => acceptance,
+        Err(rejection) => {
+            let claimed = Claimed {
+                request_id: request.request_id.to_string(),
+                origin: request.origin.to_string(),
+            };
+            return refuse(
+                context,
+                delivery,
+                envelope,
+                Some(&request.origin),
+                Some(&claimed),
+                rejection,
+            )
+            .await;
+        }
+    };
     match outcome {
         Acceptance::Accepted => {
             context.outbox_wake.notify_one();
-            tracing::info!(request_uuid = %id, correlation_id, origin = %request.origin, pool = %route.pool,
-                priority = %request.priority, kind = %request.kind(), "request routed");
+            tracing::info!(request_uuid = %id, correlation_id, origin = %request.origin, pool = %pool,
+                overflow = placement.overflow.as_deref().unwrap_or(""), priority = %request.priority, kind = %request.kind(), "request routed");
             Ok(())
         }
         Acceptance::Duplicate { existing } => {

@@ -3,7 +3,10 @@
 //! sender told why, the message dead-lettered with the reason). It acks a delivery only after
 //! that outcome is committed.
 
+pub mod clock;
 mod decide;
+mod overflow;
+mod resubmission;
 
 use anyhow::Context as _;
 use bus::lapin::Connection;
@@ -27,6 +30,9 @@ pub struct Config {
     pub prefetch: u16,
     /// Largest request body accepted. A 12-lead 10 s ECG at 1000 Hz is about 250 KB.
     pub max_body_bytes: usize,
+    /// How often the SLA clock looks for leases, warnings and escalations that are due
+    /// (env `TELERELAY_CLOCK_INTERVAL_MS`).
+    pub clock_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -35,6 +41,7 @@ impl Default for Config {
             service: ServiceConfig::default(),
             prefetch: 32,
             max_body_bytes: 2 * 1024 * 1024,
+            clock_interval_ms: 1_000,
         }
     }
 }
@@ -58,6 +65,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 setting: "max_body_bytes",
                 reason: "must be 1 KiB to 64 MiB".into(),
+            });
+        }
+        if !(10..=60_000).contains(&self.clock_interval_ms) {
+            return Err(ConfigError::Invalid {
+                setting: "clock_interval_ms",
+                reason: "must be 10 ms to 60 s".into(),
             });
         }
         Ok(())
@@ -127,6 +140,15 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         names.dead_letter_exchange(),
     );
     let mut relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    // The SLA clock runs with the session (it declares backup lanes on its connection) and
+    // stops with it, whichever way the session ends.
+    let clock_stop = context.shutdown.child_token();
+    let _clock_guard = clock_stop.clone().drop_guard();
+    let clock_task = tokio::spawn(clock::run(
+        context.clone(),
+        state.clone(),
+        clock_stop.clone(),
+    ));
 
     let channel = connection.create_channel().await?;
     let queue = names.dispatcher_queue();
@@ -149,7 +171,10 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
             anyhow::bail!("outbox relay stopped unexpectedly");
         }
     }
-    // Drained: no delivery is in flight. Let the relay publish what is left, then close.
+    // Drained: no delivery is in flight and the clock has stopped (shutdown). Let the relay
+    // publish what is left, then close.
+    clock_stop.cancel();
+    clock_task.await?;
     relay_stop.cancel();
     relay_task.await??;
     channel.close(200, "draining".into()).await.ok();

@@ -3,6 +3,10 @@
 //! written exactly once: events by their event id, deliveries by (request, report version), dead
 //! letters by their fingerprint. It acks a delivery only after its transaction committed.
 
+mod acknowledgements;
+mod critical;
+mod critical_clock;
+
 use bus::lapin::Connection;
 use bus::lapin::message::Delivery;
 use bus::{DeadLetterReason, Handled, OutgoingMessage, Publisher, Topology};
@@ -23,6 +27,11 @@ pub struct Config {
     pub service: ServiceConfig,
     /// Deliveries in flight per queue; also the consumer prefetch.
     pub prefetch: u16,
+    /// An unacknowledged critical notification is sent again this often once its acknowledge-by
+    /// time has passed (env `TELERELAY_CRITICAL_REPEAT_SECONDS`; default 5 minutes).
+    pub critical_repeat_seconds: u32,
+    /// How often the critical clock looks for due reminders (`TELERELAY_CRITICAL_CHECK_MILLIS`).
+    pub critical_check_millis: u64,
 }
 
 impl Default for Config {
@@ -30,6 +39,8 @@ impl Default for Config {
         Self {
             service: ServiceConfig::default(),
             prefetch: 64,
+            critical_repeat_seconds: 5 * 60,
+            critical_check_millis: 1_000,
         }
     }
 }
@@ -49,7 +60,27 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        if !(1..=24 * 3600).contains(&self.critical_repeat_seconds) {
+            return Err(ConfigError::Invalid {
+                setting: "critical_repeat_seconds",
+                reason: "must be 1 s to 24 h".into(),
+            });
+        }
+        if !(10..=60_000).contains(&self.critical_check_millis) {
+            return Err(ConfigError::Invalid {
+                setting: "critical_check_millis",
+                reason: "must be 10 ms to 60 s".into(),
+            });
+        }
         Ok(())
+    }
+
+    pub fn critical_repeat(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.critical_repeat_seconds))
+    }
+
+    pub fn critical_check(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.critical_check_millis)
     }
 }
 
@@ -132,8 +163,10 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
             async move { keep_dead_letter(&context, delivery).await }
         },
     );
+    // 危急值: acknowledgements, the critical clock and their outbox relay.
+    let critical = critical::serve(context.clone(), &connection);
     // The consumers drain on shutdown; if any fails, the session reconnects.
-    tokio::try_join!(events, results, dead_letters)?;
+    tokio::try_join!(events, results, dead_letters, critical)?;
     connection.close(200, "draining".into()).await.ok();
     tracing::info!("recorder drained");
     Ok(Session::Drained)

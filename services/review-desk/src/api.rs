@@ -1,12 +1,12 @@
 //! Routes, authentication and the report / return calls.
 
 use crate::error::ApiError;
-use crate::{Desk, view, worklist};
+use crate::{Desk, leases, reports, revisions, second_reads, view, worklist};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bus::messages;
 use contract::v1;
@@ -23,6 +23,11 @@ pub(crate) fn router(desk: Arc<Desk>) -> Router {
         .route("/v1/worklist/next", post(next))
         .route("/v1/requests/{id}/report", post(report))
         .route("/v1/requests/{id}/return", post(return_request))
+        .route("/v1/requests/{id}/revisions", post(revisions::revise))
+        .route("/v1/second-reads/next", post(second_reads::next))
+        .route("/v1/second-reads/{id}/verdict", post(second_reads::verdict))
+        .route("/v1/requests/{id}/heartbeat", post(leases::heartbeat))
+        .route("/v1/requests/{id}/draft", put(leases::save_draft))
         .with_state(desk)
 }
 
@@ -59,19 +64,12 @@ async fn next(
     Authenticated(reviewer): Authenticated,
 ) -> Result<Response, ApiError> {
     match worklist::claim_next(&desk, &reviewer).await? {
-        Some(claimed) => Ok(Json(view::claimed_request(&claimed)?).into_response()),
+        Some(claimed) => {
+            let sla = store::sla::claim_context(&desk.db, claimed.id).await?;
+            Ok(Json(view::claimed_request(&claimed, sla)?).into_response())
+        }
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReportBody {
-    findings: String,
-    conclusion: String,
-    #[serde(default)]
-    critical: bool,
-    critical_finding: Option<String>,
 }
 
 const MAX_REPORT_TEXT: usize = 20_000;
@@ -80,94 +78,33 @@ async fn report(
     State(desk): State<Arc<Desk>>,
     Authenticated(reviewer): Authenticated,
     Path(id): Path<Uuid>,
-    Json(body): Json<ReportBody>,
+    Json(body): Json<reports::ReportText>,
 ) -> Result<Response, ApiError> {
-    if body.findings.trim().is_empty() || body.conclusion.trim().is_empty() {
-        return Err(ApiError::Invalid(
-            "findings and conclusion are required".into(),
-        ));
-    }
-    if body.findings.len() > MAX_REPORT_TEXT || body.conclusion.len() > MAX_REPORT_TEXT {
-        return Err(ApiError::Invalid(format!(
-            "findings and conclusion are limited to {MAX_REPORT_TEXT} bytes"
-        )));
-    }
-    let critical_finding = body
-        .critical_finding
-        .as_deref()
-        .map(str::trim)
-        .filter(|text| !text.is_empty());
-    if body.critical && critical_finding.is_none() {
-        return Err(ApiError::Invalid(
-            "a critical report must name the critical finding".into(),
-        ));
-    }
-    let names = &desk.topology.names;
+    let critical_finding = body.validate()?;
     let mut tx = desk.db.begin().await?;
     let held = hold(&mut tx, id, &reviewer).await?;
-    let (version, reported_at) = store::review::record_report(
+    let subject = reports::Subject {
+        id: held.id,
+        origin: held.origin,
+        request_id: held.request_id,
+        correlation_id: held.correlation_id,
+        pool: held.pool,
+    };
+    let signed = reports::sign(
+        &desk,
         &mut tx,
-        &store::review::NewResult {
-            request: id,
-            status: "final",
-            reviewer: &reviewer.id,
-            findings: &body.findings,
-            conclusion: &body.conclusion,
-            critical: body.critical,
-            critical_finding,
-        },
+        &subject,
+        &reviewer,
+        &body,
+        critical_finding,
+        None,
     )
     .await?;
-    let origin = origin_code(&held.origin)?;
-    let result = v1::OriginNotice {
-        notice: Some(v1::origin_notice::Notice::Result(v1::ReviewResult {
-            request_id: held.request_id.clone(),
-            origin_hospital: held.origin.clone(),
-            report_version: u32::try_from(version).unwrap_or_default(),
-            status: v1::ReportStatus::Final as i32,
-            reviewer_id: reviewer.id.clone(),
-            reviewer_hospital: reviewer.hospital.clone(),
-            findings: body.findings.clone(),
-            conclusion: body.conclusion.clone(),
-            critical: body.critical,
-            critical_finding: critical_finding.unwrap_or_default().to_owned(),
-            reported_at: Some(domain::wire::timestamp(reported_at)),
-            supersedes_version: 0,
-            revision_reason: String::new(),
-        })),
-    };
-    let reason = if body.critical {
-        format!("report version {version}, CRITICAL")
-    } else {
-        format!("report version {version}")
-    };
-    let outgoing = [
-        messages::origin_notice(
-            names,
-            &origin,
-            &result,
-            format!("result:{id}:{version}"),
-            held.correlation_id.clone(),
-        ),
-        messages::lifecycle_event(
-            names,
-            &fact(
-                &held,
-                &reviewer,
-                RequestState::Reported,
-                reason,
-                reported_at,
-            ),
-        ),
-    ];
-    store::outbox::enqueue(&mut tx, &outgoing).await?;
     tx.commit().await?;
     desk.broker.outbox_wake.notify_one();
-    tracing::info!(request_uuid = %id, correlation_id = held.correlation_id, reviewer = reviewer.id, version,
-        critical = body.critical, "report signed");
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "version": version })),
+        Json(serde_json::json!({ "version": signed.version })),
     )
         .into_response())
 }
@@ -253,16 +190,8 @@ async fn hold(
         // Requests of other pools do not exist as far as this reviewer is concerned.
         return Err(ApiError::NotFound);
     }
-    if held.state != "claimed" {
-        return Err(ApiError::Conflict(format!(
-            "the request is {}, not claimed",
-            held.state
-        )));
-    }
-    if held.claimed_by.as_deref() != Some(reviewer.id.as_str()) {
-        return Err(ApiError::Conflict(
-            "another reviewer holds this request".into(),
-        ));
+    if held.state != "claimed" || held.claimed_by.as_deref() != Some(reviewer.id.as_str()) {
+        return Err(leases::not_held(&held.state, held.claimed_by.as_deref()));
     }
     Ok(held)
 }

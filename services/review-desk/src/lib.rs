@@ -4,14 +4,25 @@
 //!   (200 with the request, 204 when nothing waits). The claim is a lease in PostgreSQL.
 //! - `POST /v1/requests/{id}/report`: sign a report (201 with its version).
 //! - `POST /v1/requests/{id}/return`: hand the request back with a coded reason.
+//! - `POST /v1/requests/{id}/revisions`: amend a signed report or add an addendum (201 with the
+//!   new version); see `revisions`.
+//! - `POST /v1/second-reads/next`, `POST /v1/second-reads/{id}/verdict`: second reads; see
+//!   `second_reads`.
+//! - `POST /v1/requests/{id}/heartbeat`, `PUT /v1/requests/{id}/draft`: keep the lease alive,
+//!   save a draft (see `leases`).
 //! - `GET /health`: liveness; `GET /ready`: database and broker reachable.
 //!
 //! Every call carries `Authorization: Bearer <reviewer token>`; a reviewer sees only the lanes of
 //! their own pool and acts only on requests they hold.
 
+mod aging;
 mod api;
 mod broker;
 mod error;
+mod reports;
+mod revisions;
+mod second_reads;
+mod leases;
 mod view;
 mod worklist;
 
@@ -32,6 +43,15 @@ pub struct Config {
     pub http_addr: String,
     /// How long a claim lasts without a report (env `TELERELAY_LEASE_SECONDS`).
     pub lease_seconds: u32,
+    /// Share of final reports read again by a second reviewer, 0.0 to 1.0 (env
+    /// `TELERELAY_SECOND_READ_SHARE`). Chosen from the request's uuid, so the share holds.
+    pub second_read_share: f64,
+    /// Every critical final report gets a second read, whatever the share (env
+    /// `TELERELAY_SECOND_READ_ALL_CRITICAL`).
+    pub second_read_all_critical: bool,
+    /// How long the origin has to acknowledge a critical value before reminders and escalation
+    /// start (env `TELERELAY_CRITICAL_ACK_SECONDS`; local practice: 15 minutes).
+    pub critical_ack_seconds: u32,
 }
 
 impl Default for Config {
@@ -40,6 +60,9 @@ impl Default for Config {
             service: ServiceConfig::default(),
             http_addr: "127.0.0.1:8080".into(),
             lease_seconds: 15 * 60,
+            second_read_share: 0.1,
+            second_read_all_critical: true,
+            critical_ack_seconds: 15 * 60,
         }
     }
 }
@@ -59,7 +82,24 @@ impl Config {
                 reason: "must be 10 s to 24 h".into(),
             });
         }
+        if !(0.0..=1.0).contains(&self.second_read_share) {
+            return Err(ConfigError::Invalid {
+                setting: "second_read_share",
+                reason: "must be 0.0 to 1.0".into(),
+            });
+        }
+        if !(1..=24 * 3600).contains(&self.critical_ack_seconds) {
+            return Err(ConfigError::Invalid {
+                setting: "critical_ack_seconds",
+                reason: "must be 1 s to 24 h".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// The acknowledgement window of a critical notification.
+    pub fn critical_ack(&self) -> chrono::Duration {
+        chrono::Duration::seconds(i64::from(self.critical_ack_seconds))
     }
 }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use domain::{Sex, Study};
 use serde::Serialize;
 use store::review::ClaimedRequest;
+use store::sla::ClaimContext;
 
 #[derive(Serialize)]
 pub(crate) struct ClaimedView {
@@ -24,6 +25,21 @@ pub(crate) struct ClaimedView {
     resubmission_of: Option<String>,
     patient: PatientView,
     study: StudyView,
+    /// When the report is due (the SLA clock started at the county's publish); `null` when no
+    /// SLA policy applies.
+    due_at: Option<DateTime<Utc>>,
+    /// Already overdue and escalated.
+    flagged: bool,
+    /// The draft an earlier holder saved (their lease expired or was broken), to continue from.
+    draft: Option<DraftView>,
+}
+
+#[derive(Serialize)]
+struct DraftView {
+    findings: String,
+    conclusion: String,
+    saved_by: Option<String>,
+    saved_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize)]
@@ -83,7 +99,10 @@ struct SlideView {
     height_px: u32,
 }
 
-pub(crate) fn claimed_request(claimed: &ClaimedRequest) -> Result<ClaimedView, ApiError> {
+pub(crate) fn claimed_request(
+    claimed: &ClaimedRequest,
+    sla: ClaimContext,
+) -> Result<ClaimedView, ApiError> {
     // The body passed validation when it was routed; it is read again as it was stored.
     let wire = domain::wire::decode_wire_request(&claimed.body).map_err(|rejection| {
         ApiError::Internal(anyhow::anyhow!("stored request unreadable: {rejection}"))
@@ -165,5 +184,16 @@ pub(crate) fn claimed_request(claimed: &ClaimedRequest) -> Result<ClaimedView, A
             },
         },
         study,
+        due_at: sla.due_at,
+        flagged: sla.flagged,
+        draft: sla.draft.map(|draft| {
+            let text = |field: &str| draft.content[field].as_str().unwrap_or_default().to_owned();
+            DraftView {
+                findings: text("findings"),
+                conclusion: text("conclusion"),
+                saved_by: draft.saved_by,
+                saved_at: draft.saved_at,
+            }
+        }),
     })
 }

@@ -1,5 +1,8 @@
-//! Taking the next request: the pool's lanes, most urgent first. Within a lane, a request whose
-//! lease expired (its reviewer walked away) comes before the queue, because it has waited longer.
+//! Taking the next request: the pool's lanes, most urgent first, with aging (see `aging`): a lane
+//! whose oldest waiting request has waited past its promotion age counts as more urgent, so
+//! routine work is never starved. The order is decided from PostgreSQL for every call, then the
+//! broker lanes are taken in that order. Within a lane, a request whose lease expired (its
+//! reviewer walked away) comes before the queue, because it has waited longer.
 //!
 //! The lane message is only the hand-over: the claim is committed in PostgreSQL first, then the
 //! message is acked. A crash in between leaves the message in the lane; the next taker finds the
@@ -21,7 +24,8 @@ pub(crate) async fn claim_next(
     reviewer: &Reviewer,
 ) -> Result<Option<ClaimedRequest>, ApiError> {
     let lease = chrono::Duration::seconds(i64::from(desk.config.lease_seconds));
-    for priority in Priority::LANES_MOST_URGENT_FIRST {
+    let waits = store::lanes::lane_waits(&desk.db, &reviewer.pool).await?;
+    for priority in crate::aging::claim_order(&waits) {
         let mut tx = desk.db.begin().await?;
         if let Some(claimed) =
             store::review::claim_expired(&mut tx, &reviewer.pool, priority, &reviewer.id, lease)

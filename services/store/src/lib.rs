@@ -6,11 +6,18 @@
 //! broker.
 
 pub mod audit;
+pub mod critical;
 pub mod dead_letters;
+pub mod lanes;
 pub mod outbox;
 pub mod registry;
+pub mod registry_edits;
 pub mod requests;
 pub mod review;
+pub mod revisions;
+pub mod second_reads;
+pub mod sla;
+pub mod sla_config;
 pub mod status;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};

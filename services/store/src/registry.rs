@@ -59,7 +59,10 @@ pub struct PairingEntry {
     pub origin: String,
     pub department: Option<String>,
     pub kind: String,
+    /// Only requests that name this subspecialty (e.g. "neuro"); absent: every subspecialty.
+    pub subspecialty: Option<String>,
     pub pool: String,
+    /// Where overflow and escalation go, in this order.
     #[serde(default)]
     pub backups: Vec<String>,
 }
@@ -71,17 +74,25 @@ pub struct KindBackupEntry {
     pub pool: String,
 }
 
-/// Where a request goes, and by which rule.
+/// Where a request goes, by which rule, and where it may go next.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub pool: PoolCode,
     pub rule: RouteRule,
+    /// The pairing's backup pools, in the operator's order: where load-aware overflow and SLA
+    /// escalation send a request. Empty for the province-wide backup pool.
+    pub backups: Vec<PoolCode>,
 }
 
+/// Which pairing decided a route, most specific first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteRule {
+    /// A pairing for the origin's department and the request's subspecialty.
+    DepartmentSubspecialtyPairing,
     /// A pairing for the origin's department (科包科).
     DepartmentPairing,
+    /// A pairing for the request's subspecialty, any department of the origin.
+    SubspecialtyPairing,
     /// A pairing for the whole origin hospital (结对帮扶).
     HospitalPairing,
     /// No pairing for this kind: the province-wide backup pool.
@@ -91,7 +102,9 @@ pub enum RouteRule {
 impl RouteRule {
     pub fn as_str(self) -> &'static str {
         match self {
+            RouteRule::DepartmentSubspecialtyPairing => "department and subspecialty pairing",
             RouteRule::DepartmentPairing => "department pairing",
+            RouteRule::SubspecialtyPairing => "subspecialty pairing",
             RouteRule::HospitalPairing => "hospital pairing",
             RouteRule::KindBackup => "province-wide backup pool",
         }
@@ -126,35 +139,55 @@ pub async fn hospital_of_broker_user(
     Ok(code.and_then(|code| HospitalCode::parse(&code).ok()))
 }
 
-/// Finds the pool for a request: the department's pairing, else the hospital's, else the
-/// province-wide backup pool for the kind.
+/// Finds the pool for a request. The most specific pairing wins: department and subspecialty,
+/// then department, then subspecialty, then hospital-wide; without any, the province-wide backup
+/// pool for the kind. Subspecialties compare in lower case. Read for every request, so an
+/// operator's edit applies to the next request without a restart.
 pub async fn route(
     db: &PgPool,
     origin: &HospitalCode,
     department: &str,
+    subspecialty: Option<&str>,
     kind: StudyKind,
 ) -> sqlx::Result<Option<Route>> {
     let pairing = sqlx::query!(
-        r#"select primary_pool, department is not null as "for_department!"
-           from pairings
-           where origin_hospital = $1 and kind = $2 and (department = $3 or department is null)
-           order by department is null
+        r#"select p.primary_pool,
+                  p.department is not null as "for_department!",
+                  p.subspecialty is not null as "for_subspecialty!",
+                  array(select b.pool_code from pairing_backups b
+                        where b.pairing_id = p.id order by b.rank) as "backups!"
+           from pairings p
+           where p.origin_hospital = $1 and p.kind = $2
+             and (p.department = $3 or p.department is null)
+             and (p.subspecialty = lower($4) or p.subspecialty is null)
+           order by p.department is null, p.subspecialty is null
            limit 1"#,
         origin.as_str(),
         kind.as_str(),
         department,
+        subspecialty,
     )
     .fetch_optional(db)
     .await?;
     if let Some(pairing) = pairing {
-        let rule = if pairing.for_department {
-            RouteRule::DepartmentPairing
-        } else {
-            RouteRule::HospitalPairing
+        let rule = match (pairing.for_department, pairing.for_subspecialty) {
+            (true, true) => RouteRule::DepartmentSubspecialtyPairing,
+            (true, false) => RouteRule::DepartmentPairing,
+            (false, true) => RouteRule::SubspecialtyPairing,
+            (false, false) => RouteRule::HospitalPairing,
         };
+        let backups = pairing
+            .backups
+            .iter()
+            .filter_map(|pool| PoolCode::parse(pool).ok())
+            .collect();
         return Ok(PoolCode::parse(&pairing.primary_pool)
             .ok()
-            .map(|pool| Route { pool, rule }));
+            .map(|pool| Route {
+                pool,
+                rule,
+                backups,
+            }));
     }
     let backup = sqlx::query_scalar!(
         "select pool_code from kind_backup_pools where kind = $1",
@@ -167,7 +200,35 @@ pub async fn route(
         .map(|pool| Route {
             pool,
             rule: RouteRule::KindBackup,
+            backups: Vec::new(),
         }))
+}
+
+/// The route a stored request would take now (its origin, department, subspecialty and kind
+/// through today's registry): for escalation, whose next pool is the first of `backups` that is
+/// not the pool the request is in. `None` for an unknown request or one with no route any more.
+pub async fn route_of_request(db: &PgPool, request: uuid::Uuid) -> sqlx::Result<Option<Route>> {
+    let row = sqlx::query!(
+        "select origin_hospital, department, subspecialty, kind from review_requests where id = $1",
+        request
+    )
+    .fetch_optional(db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (Ok(origin), Some(kind)) = (
+        HospitalCode::parse(&row.origin_hospital),
+        StudyKind::parse(&row.kind),
+    ) else {
+        return Ok(None);
+    };
+    route(
+        db,
+        &origin,
+        &row.department,
+        row.subspecialty.as_deref(),
+        kind,
+    )
+    .await
 }
 
 pub async fn pool_codes(db: &PgPool) -> sqlx::Result<Vec<PoolCode>> {
@@ -225,10 +286,24 @@ pub struct LoadSummary {
     pub pairings: usize,
 }
 
-/// Upserts hospitals, pools and reviewers, and replaces all pairings and backup pools, in one
-/// transaction: the dispatcher sees the old registry or the new one, never half of each.
+/// As [`load_by`], audited as the operator "registry-load".
 pub async fn load(db: &PgPool, file: &RegistryFile) -> anyhow::Result<LoadSummary> {
+    load_by(db, file, crate::registry_edits::REGISTRY_LOAD_OPERATOR, "").await
+}
+
+/// Upserts hospitals, pools and reviewers, and replaces all pairings and backup pools, in one
+/// transaction: the dispatcher sees the old registry or the new one, never half of each. The same
+/// transaction writes a `registry_load` row to `registry_changes` with every pairing before and
+/// after, in `operator`'s name.
+pub async fn load_by(
+    db: &PgPool,
+    file: &RegistryFile,
+    operator: &str,
+    note: &str,
+) -> anyhow::Result<LoadSummary> {
+    anyhow::ensure!(!operator.trim().is_empty(), "the operator must be named");
     let mut tx = db.begin().await?;
+    let before = crate::registry_edits::all_pairings_json(&mut tx).await?;
     for hospital in &file.hospitals {
         HospitalCode::parse(&hospital.code).map_err(anyhow::Error::msg)?;
         let broker_user = hospital
@@ -287,10 +362,11 @@ pub async fn load(db: &PgPool, file: &RegistryFile) -> anyhow::Result<LoadSummar
         .await?;
     for pairing in &file.pairings {
         let id = sqlx::query_scalar!(
-            "insert into pairings (origin_hospital, department, kind, primary_pool) values ($1, $2, $3, $4) returning id",
+            "insert into pairings (origin_hospital, department, kind, subspecialty, primary_pool) values ($1, $2, $3, lower($4), $5) returning id",
             pairing.origin,
             pairing.department,
             pairing.kind,
+            pairing.subspecialty,
             pairing.pool,
         )
         .fetch_one(&mut *tx)
@@ -315,6 +391,19 @@ pub async fn load(db: &PgPool, file: &RegistryFile) -> anyhow::Result<LoadSummar
         .execute(&mut *tx)
         .await?;
     }
+    let after = crate::registry_edits::all_pairings_json(&mut tx).await?;
+    crate::registry_edits::record_change(
+        &mut tx,
+        &crate::registry_edits::ChangeRecord {
+            operator,
+            action: "registry_load",
+            subject: serde_json::json!({ "pairings": "all" }),
+            before: Some(before),
+            after: Some(after),
+            note,
+        },
+    )
+    .await?;
     tx.commit().await?;
     Ok(LoadSummary {
         hospitals: file.hospitals.len(),

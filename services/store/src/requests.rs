@@ -20,6 +20,8 @@ pub struct NewRequest<'a> {
     pub requested_at: DateTime<Utc>,
     pub body: &'a [u8],
     pub pool: &'a PoolCode,
+    /// An intra-operative frozen section: it selects the frozen-section SLA policy.
+    pub frozen_section: bool,
     /// The broker handed this message out before and it was not acked (a consumer crashed or
     /// lost its connection). Finding the request already recorded is then the relay's own
     /// retry, not a copy the origin sent, and is not counted in `duplicates_received`.
@@ -49,8 +51,8 @@ pub async fn accept(conn: &mut PgConnection, request: &NewRequest<'_>) -> sqlx::
     let inserted = sqlx::query_scalar!(
         r#"insert into review_requests
                (id, origin_hospital, request_id, content_sha256, kind, priority, department, subspecialty,
-                correlation_id, requested_at, state, pool_code, routed_at, body)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'routed', $11, now(), $12)
+                correlation_id, requested_at, state, pool_code, routed_at, body, frozen_section)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'routed', $11, now(), $12, $13)
            on conflict (origin_hospital, request_id) do nothing
            returning id"#,
         request.id,
@@ -65,6 +67,7 @@ pub async fn accept(conn: &mut PgConnection, request: &NewRequest<'_>) -> sqlx::
         request.requested_at,
         request.pool.as_str(),
         request.body,
+        request.frozen_section,
     )
     .fetch_optional(&mut *conn)
     .await?;

@@ -1,0 +1,58 @@
+//! The recorder's part of the critical-value loop, run in every broker session: the
+//! acknowledgements consumer, the critical clock, and the outbox relay that publishes what they
+//! commit (acknowledged / escalated events, reminders, refusal notices and dead-letter copies).
+
+use crate::{Context, acknowledgements, critical_clock};
+use bus::Publisher;
+use bus::lapin::Connection;
+use std::sync::Arc;
+use store::outbox::OutboxRelay;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Runs until shutdown, then lets the relay publish everything committed before returning.
+pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> anyhow::Result<()> {
+    let names = &context.topology.names;
+    let publisher = Publisher::open(
+        connection,
+        "recorder",
+        context.config.service.broker.confirm_timeout(),
+    )
+    .await?;
+    let wake = Arc::new(Notify::new());
+    // The relay outlives the consumer and the clock: it stops only after they have drained.
+    let relay_stop = CancellationToken::new();
+    let relay = OutboxRelay::new(
+        context.db.clone(),
+        publisher,
+        wake.clone(),
+        names.dead_letter_exchange(),
+    );
+    let mut relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+
+    let channel = connection.create_channel().await?;
+    let queue = names.recorder_acknowledgements_queue();
+    let acknowledgements = bus::consume_until(
+        &channel,
+        &queue,
+        "recorder-acknowledgements",
+        context.config.prefetch,
+        context.shutdown.clone(),
+        |delivery| {
+            let (context, wake) = (context.clone(), wake.clone());
+            async move { acknowledgements::record(&context, &wake, delivery).await }
+        },
+    );
+    let clock = critical_clock::run(&context, &wake);
+    tokio::select! {
+        finished = async { tokio::try_join!(acknowledgements, clock) } => { finished?; }
+        relay_ended = &mut relay_task => {
+            relay_ended??;
+            anyhow::bail!("the recorder's outbox relay stopped unexpectedly");
+        }
+    }
+    relay_stop.cancel();
+    relay_task.await??;
+    channel.close(200, "draining".into()).await.ok();
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `relayctl requests`: an operator's interventions on one request.
+//!
+//! `break-lock` releases a claimed request at once (the reviewer went home with the request
+//! open, the desk's client hung): the request waits in its lane again, the draft stays for the
+//! next reviewer, and the audit trail records who broke the lock and why (`released` event,
+//! actor `operator:<name>`). The lane message goes out through the outbox, published by any
+//! running service's outbox relay.
+
+use clap::Subcommand;
+use uuid::Uuid;
+
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// Release a claimed request now, keeping its draft (audited).
+    BreakLock {
+        /// The relay's id of the request (`request_uuid`).
+        id: Uuid,
+        /// Who is breaking the lock, for the audit trail.
+        #[arg(long, env = "TELERELAY_OPERATOR")]
+        operator: String,
+        /// Why, for the audit trail.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+/// What a break-lock did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BreakLock {
+    /// Released; it was held by this reviewer.
+    Released {
+        holder: String,
+    },
+    /// The request is not claimed (its state is given): nothing to break.
+    NotClaimed {
+        state: String,
+    },
+    NotFound,
+}
+
+pub async fn run(
+    command: RequestsCommand,
+    db: &sqlx::PgPool,
+    names: &bus::Names,
+) -> anyhow::Result<()> {
+    match command {
+        RequestsCommand::BreakLock { id, operator, note } => {
+            match break_lock(db, names, id, &operator, &note).await? {
+                BreakLock::Released { holder } => {
+                    println!("request {id} released (was held by {holder}); its draft is kept")
+                }
+                BreakLock::NotClaimed { state } => {
+                    anyhow::bail!("request {id} is {state}, not claimed: there is no lock to break")
+                }
+                BreakLock::NotFound => anyhow::bail!("no request {id}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Releases a claimed request in one transaction: state, `released` event and lane message.
+pub async fn break_lock(
+    db: &sqlx::PgPool,
+    names: &bus::Names,
+    id: Uuid,
+    operator: &str,
+    note: &str,
+) -> anyhow::Result<BreakLock> {
+    anyhow::ensure!(
+        !operator.trim().is_empty(),
+        "--operator must name who is breaking the lock"
+    );
+    let mut tx = db.begin().await?;
+    let Some(request) = store::sla::lock_for_release(&mut tx, id).await? else {
+        return Ok(BreakLock::NotFound);
+    };
+    if request.state != "claimed" {
+        return Ok(BreakLock::NotClaimed {
+            state: request.state,
+        });
+    }
+    let holder = request.claimed_by.clone().unwrap_or_default();
+    let mut reason = format!("lock broken by operator (held by {holder}); draft kept");
+    if !note.trim().is_empty() {
+        reason.push_str(": ");
+        reason.push_str(note.trim());
+    }
+    store::sla::release_to_lane(
+        &mut tx,
+        names,
+        &request,
+        &format!("operator:{}", operator.trim()),
+        reason,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(BreakLock::Released { holder })
+}

@@ -1,0 +1,73 @@
+//! `relayctl second-reads`: the second reads of signed reports, newest first, with their
+//! verdicts; `--discordant` lists only the reads where the second reviewer disagreed (the ones a
+//! pool head reviews).
+
+use clap::Args;
+use std::fmt::Write as _;
+use store::second_reads::SecondReadLine;
+
+#[derive(Debug, Args)]
+pub struct SecondReadsArgs {
+    /// Only second reads whose verdict is discordant.
+    #[arg(long)]
+    pub discordant: bool,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+}
+
+pub async fn run(args: &SecondReadsArgs, db: &sqlx::PgPool) -> anyhow::Result<()> {
+    let found = store::second_reads::list(db, args.discordant, args.limit).await?;
+    print!("{}", render(&found));
+    Ok(())
+}
+
+/// The listing as a table: ids, codes, readers and verdicts; never the reports' or comments'
+/// text, which may describe the patient.
+pub fn render(reads: &[SecondReadLine]) -> String {
+    let mut out = String::new();
+    if reads.is_empty() {
+        out.push_str("no second reads\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:>6}  {:<19}  {:<12}  {:<24}  {:>3}  {:<14}  {:<14}  {:<14}  {:<8}  {:<10}  recorded (UTC)",
+        "id",
+        "opened (UTC)",
+        "origin",
+        "request",
+        "v",
+        "pool",
+        "first reader",
+        "second reader",
+        "because",
+        "state"
+    );
+    for read in reads {
+        let state = read.verdict.as_deref().unwrap_or(read.state.as_str());
+        let _ = writeln!(
+            out,
+            "{:>6}  {:<19}  {:<12}  {:<24}  {:>3}  {:<14}  {:<14}  {:<14}  {:<8}  {:<10}  {}",
+            read.id,
+            read.requested_at.format("%Y-%m-%d %H:%M:%S"),
+            read.origin,
+            read.request_id,
+            read.report_version,
+            read.pool_code,
+            read.first_reader,
+            read.second_reader.as_deref().unwrap_or("-"),
+            read.selected_because,
+            state,
+            read.recorded_at
+                .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    let discordant = reads
+        .iter()
+        .filter(|read| read.verdict.as_deref() == Some("discordant"))
+        .count();
+    let _ = writeln!(out, "{} second reads, {discordant} discordant", reads.len());
+    out
+}
