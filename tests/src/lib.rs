@@ -229,6 +229,10 @@ impl TestRelay {
         let desk_url = format!("http://{}", listener.local_addr().unwrap());
         let desk_config = review_desk::Config {
             service: service_config(),
+            // No second reads: their events would join the exact histories the tests expect.
+            // Tests of second reads start a desk with their own settings (tests::revisions).
+            second_read_share: 0.0,
+            second_read_all_critical: false,
             ..Default::default()
         };
         services.push((

@@ -3,7 +3,8 @@
 //!
 //! The extra desk shares the relay's database and broker namespace (its outbox relay and the
 //! relay desk's take rows with `skip locked`, so they never publish one row twice); what differs
-//! is its second-read settings, which the relay's default desk fixes at 10 %.
+//! is its second-read settings, which the relay's own desk turns off (so that the other tests'
+//! exact histories hold).
 
 use crate::{DEADLINE, TestRelay, wait_until};
 use tokio::task::JoinHandle;

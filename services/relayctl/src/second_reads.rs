@@ -71,3 +71,48 @@ pub fn render(reads: &[SecondReadLine]) -> String {
     let _ = writeln!(out, "{} second reads, {discordant} discordant", reads.len());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn discordant_is_a_filter_and_the_limit_defaults_to_one_hundred() {
+        let cli = Cli::try_parse_from(["relayctl", "second-reads", "--discordant"]).unwrap();
+        let Command::SecondReads(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command)
+        };
+        assert!(args.discordant);
+        assert_eq!(args.limit, 100);
+    }
+
+    #[test]
+    fn the_table_names_readers_and_verdicts_and_counts_the_discordant() {
+        let at = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+        let line = SecondReadLine {
+            id: 7,
+            origin: "HN-HH-001".into(),
+            request_id: "ECG-1".into(),
+            report_version: 1,
+            pool_code: "xy-ecg".into(),
+            first_reader: "xy-ecg-liu".into(),
+            second_reader: Some("xy-ecg-tan".into()),
+            state: "recorded".into(),
+            verdict: Some("discordant".into()),
+            selected_because: "sampled".into(),
+            requested_at: at,
+            recorded_at: Some(at),
+        };
+        let table = render(&[line]);
+        assert!(
+            table.contains("xy-ecg-tan") && table.contains("discordant"),
+            "{table}"
+        );
+        assert!(table.ends_with("1 second reads, 1 discordant\n"), "{table}");
+        assert_eq!(render(&[]), "no second reads\n");
+    }
+}
