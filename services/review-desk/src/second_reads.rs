@@ -85,7 +85,7 @@ pub(crate) async fn next(
         correlation_id: claimed.correlation_id,
         claim_expires_at: claimed.lease_expires_at,
         body: claimed.body,
-    })?;
+    }, store::sla::ClaimContext::default())?;
     tx.commit().await?;
     tracing::info!(second_read = claimed.id, request_uuid = %claimed.request_uuid, reviewer = reviewer.id,
         version = claimed.report_version, "second read claimed");
