@@ -19,11 +19,12 @@ pub(crate) enum DeskError {
     Unexpected(StatusCode),
 }
 
-/// A draft report kept with the lease (what the previous reader had written).
+/// A draft report kept with the lease (what the previous reader had written); the bot only
+/// needs to know whose it was.
 #[derive(Clone, Debug, Deserialize)]
 pub(crate) struct Draft {
-    pub findings: String,
-    pub conclusion: String,
+    #[serde(default)]
+    pub saved_by: Option<String>,
 }
 
 /// A claimed request as `POST /v1/worklist/next` returns it (fields the bot does not use are

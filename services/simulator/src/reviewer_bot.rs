@@ -149,9 +149,15 @@ async fn read(sim: &Simulation, desk: &DeskClient<'_>, item: WorkItem) {
         // Seeing that a study cannot be read takes a fraction of reading it.
         reading = reading.mul_f64(0.3);
     }
-    if item.draft.is_some() {
+    if let Some(draft) = &item.draft {
         // A colleague's draft is waiting: finishing it takes less than starting over.
         Stats::add(&sim.stats.drafts_continued);
+        tracing::info!(
+            reviewer = bot.id,
+            request_id = item.request_id,
+            draft_by = draft.saved_by.as_deref().unwrap_or("unknown"),
+            "continuing a colleague's draft"
+        );
         reading = reading.mul_f64(0.4);
     }
     tracing::debug!(
