@@ -85,22 +85,72 @@ pub async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String
     }
     connection.close(200, "done".into()).await.ok();
 
-    writeln!(out, "\nwaiting for a reviewer (routed, not claimed)")?;
-    let lanes = store::status::waiting_per_lane(db).await?;
+    writeln!(
+        out,
+        "\nopen work per lane (waiting = routed, not claimed; SLA: at risk / overdue)"
+    )?;
+    let lanes = store::status::open_work_per_lane(db).await?;
     if lanes.is_empty() {
         writeln!(out, "  none")?;
     }
     for lane in lanes {
-        let age = now - lane.oldest_routed_at;
+        let oldest = lane
+            .oldest_routed_at
+            .map_or("-".to_owned(), |at| format!("{} s", (now - at).num_seconds()));
         writeln!(
             out,
-            "  {:<16} {:<8} {:>6} waiting, oldest {} s",
-            lane.pool,
-            lane.priority,
-            lane.waiting,
-            age.num_seconds()
+            "  {:<16} {:<8} {:>6} waiting (oldest {oldest:>7}) {:>4} in reading | {:>4} at risk {:>4} overdue",
+            lane.pool, lane.priority, lane.waiting, lane.in_reading, lane.at_risk, lane.overdue
         )?;
     }
+
+    let clock = store::status::clock_summary(db).await?;
+    writeln!(out, "\nSLA clock and claims")?;
+    writeln!(
+        out,
+        "  open: {} at risk, {} overdue, {} escalated | last 24 h: {} at-risk warnings, {} escalation steps",
+        clock.at_risk,
+        clock.overdue,
+        clock.escalated_open,
+        clock.at_risk_warnings_24h,
+        clock.escalations_24h
+    )?;
+    let compliance = match clock.reported_24h {
+        0 => "-".to_owned(),
+        reported => format!(
+            "{:.1} %",
+            100.0 * clock.reported_in_time_24h as f64 / reported as f64
+        ),
+    };
+    writeln!(
+        out,
+        "  reported in the last 24 h: {} ({} in time, SLA compliance {compliance}) | leases held {}, expired {}",
+        clock.reported_24h, clock.reported_in_time_24h, clock.leases_held, clock.leases_expired
+    )?;
+
+    let critical = store::status::critical_summary(db).await?;
+    writeln!(out, "\ncritical values (危急值; relayctl critical)")?;
+    let oldest = critical
+        .oldest_open_at
+        .map_or("-".to_owned(), |at| format!("{} s", (now - at).num_seconds()));
+    let median = critical
+        .median_minutes_to_acknowledge_24h
+        .map_or("-".to_owned(), |minutes| format!("{minutes:.1} min"));
+    writeln!(
+        out,
+        "  open {} (oldest {oldest}, {} past acknowledge-by) | acknowledged in the last 24 h {}, median {median}, read-back mismatches {}",
+        critical.open, critical.overdue, critical.acknowledged_24h, critical.read_back_mismatches_24h
+    )?;
+
+    let second_reads = store::status::second_read_summary(db).await?;
+    writeln!(
+        out,
+        "\nsecond reads: {} pending, {} in reading | last 24 h: {} agree, {} discordant",
+        second_reads.pending,
+        second_reads.in_reading,
+        second_reads.agreed_24h,
+        second_reads.discordant_24h
+    )?;
 
     writeln!(out, "\nrequests by state")?;
     for (state, count) in store::status::requests_by_state(db).await? {

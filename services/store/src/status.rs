@@ -13,24 +13,158 @@ pub async fn requests_by_state(db: &PgPool) -> sqlx::Result<Vec<(String, i64)>> 
     Ok(rows.into_iter().map(|row| (row.state, row.count)).collect())
 }
 
-/// Requests routed to a lane and not yet claimed.
+/// The open work of one lane (pool × priority): waiting to be claimed, being read, and how it
+/// stands against the SLA clock.
 #[derive(Clone, Debug)]
-pub struct LaneBacklog {
+pub struct LaneWork {
     pub pool: String,
     pub priority: String,
     pub waiting: i64,
-    pub oldest_routed_at: DateTime<Utc>,
+    pub in_reading: i64,
+    /// The oldest request waiting to be claimed; `None` when all are being read.
+    pub oldest_routed_at: Option<DateTime<Utc>>,
+    /// Past the at-risk mark, not yet due.
+    pub at_risk: i64,
+    /// Past the due time (breached), whether rerouted or not.
+    pub overdue: i64,
 }
 
-pub async fn waiting_per_lane(db: &PgPool) -> sqlx::Result<Vec<LaneBacklog>> {
+/// Per lane, the requests routed or claimed (not yet reported or returned).
+pub async fn open_work_per_lane(db: &PgPool) -> sqlx::Result<Vec<LaneWork>> {
     sqlx::query_as!(
-        LaneBacklog,
-        r#"select pool_code as "pool!", priority, count(*) as "waiting!", min(routed_at) as "oldest_routed_at!"
-           from review_requests where state = 'routed' and pool_code is not null
+        LaneWork,
+        r#"select pool_code as "pool!", priority,
+                  count(*) filter (where state = 'routed') as "waiting!",
+                  count(*) filter (where state = 'claimed') as "in_reading!",
+                  min(routed_at) filter (where state = 'routed') as oldest_routed_at,
+                  count(*) filter (where at_risk_at <= now() and due_at > now()) as "at_risk!",
+                  count(*) filter (where due_at <= now()) as "overdue!"
+           from review_requests where state in ('routed', 'claimed') and pool_code is not null
            group by pool_code, priority order by pool_code, priority"#,
     )
     .fetch_all(db)
     .await
+}
+
+/// The SLA clock and claims over the whole relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClockSummary {
+    pub at_risk: i64,
+    pub overdue: i64,
+    /// Requests escalated at least once and not yet reported.
+    pub escalated_open: i64,
+    /// Escalation and at-risk events in the last 24 hours.
+    pub escalations_24h: i64,
+    pub at_risk_warnings_24h: i64,
+    /// Claims held, and held past their lease (to be released by the clock).
+    pub leases_held: i64,
+    pub leases_expired: i64,
+    /// Requests reported in the last 24 hours, and how many of them by their due time.
+    pub reported_24h: i64,
+    pub reported_in_time_24h: i64,
+}
+
+pub async fn clock_summary(db: &PgPool) -> sqlx::Result<ClockSummary> {
+    let open = sqlx::query!(
+        r#"select count(*) filter (where at_risk_at <= now() and due_at > now()) as "at_risk!",
+                  count(*) filter (where due_at <= now()) as "overdue!",
+                  count(*) filter (where escalation_level > 0) as "escalated_open!",
+                  count(*) filter (where state = 'claimed') as "leases_held!",
+                  count(*) filter (where state = 'claimed' and claim_expires_at < now()) as "leases_expired!"
+           from review_requests where state in ('routed', 'claimed')"#
+    )
+    .fetch_one(db)
+    .await?;
+    let events = sqlx::query!(
+        r#"select count(*) filter (where state = 'escalated') as "escalations!",
+                  count(*) filter (where state = 'at_risk') as "at_risk!"
+           from lifecycle_events where occurred_at > now() - interval '24 hours'"#
+    )
+    .fetch_one(db)
+    .await?;
+    let reported = sqlx::query!(
+        r#"select count(*) as "reported!",
+                  count(*) filter (where first.reported_at <= r.due_at) as "in_time!"
+           from review_requests r
+           join lateral (select min(reported_at) as reported_at from review_results
+                         where request_uuid = r.id) first on true
+           where first.reported_at > now() - interval '24 hours' and r.due_at is not null"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(ClockSummary {
+        at_risk: open.at_risk,
+        overdue: open.overdue,
+        escalated_open: open.escalated_open,
+        escalations_24h: events.escalations,
+        at_risk_warnings_24h: events.at_risk,
+        leases_held: open.leases_held,
+        leases_expired: open.leases_expired,
+        reported_24h: reported.reported,
+        reported_in_time_24h: reported.in_time,
+    })
+}
+
+/// Critical values (危急值): what is open, and how fast the origins acknowledged.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CriticalSummary {
+    pub open: i64,
+    /// Open and past their acknowledge-by time (reminders running).
+    pub overdue: i64,
+    pub oldest_open_at: Option<DateTime<Utc>>,
+    pub acknowledged_24h: i64,
+    pub median_minutes_to_acknowledge_24h: Option<f64>,
+    pub read_back_mismatches_24h: i64,
+}
+
+pub async fn critical_summary(db: &PgPool) -> sqlx::Result<CriticalSummary> {
+    let row = sqlx::query!(
+        r#"select count(*) filter (where acknowledged_at is null) as "open!",
+                  count(*) filter (where acknowledged_at is null and acknowledge_by < now()) as "overdue!",
+                  min(notified_at) filter (where acknowledged_at is null) as oldest_open_at,
+                  count(*) filter (where acknowledged_at > now() - interval '24 hours') as "acknowledged!",
+                  percentile_cont(0.5) within group (order by extract(epoch from acknowledged_at - notified_at) / 60.0)
+                      filter (where acknowledged_at > now() - interval '24 hours') as median_minutes,
+                  count(*) filter (where acknowledged_at > now() - interval '24 hours' and not read_back_matches) as "mismatches!"
+           from critical_notifications"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(CriticalSummary {
+        open: row.open,
+        overdue: row.overdue,
+        oldest_open_at: row.oldest_open_at,
+        acknowledged_24h: row.acknowledged,
+        median_minutes_to_acknowledge_24h: row.median_minutes,
+        read_back_mismatches_24h: row.mismatches,
+    })
+}
+
+/// Second reads by state, and the verdicts of the last 24 hours.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecondReadSummary {
+    pub pending: i64,
+    pub in_reading: i64,
+    pub agreed_24h: i64,
+    pub discordant_24h: i64,
+}
+
+pub async fn second_read_summary(db: &PgPool) -> sqlx::Result<SecondReadSummary> {
+    let row = sqlx::query!(
+        r#"select count(*) filter (where state = 'pending') as "pending!",
+                  count(*) filter (where state = 'claimed') as "in_reading!",
+                  count(*) filter (where verdict = 'agree' and recorded_at > now() - interval '24 hours') as "agreed!",
+                  count(*) filter (where verdict = 'discordant' and recorded_at > now() - interval '24 hours') as "discordant!"
+           from second_reads"#
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(SecondReadSummary {
+        pending: row.pending,
+        in_reading: row.in_reading,
+        agreed_24h: row.agreed,
+        discordant_24h: row.discordant,
+    })
 }
 
 pub async fn refusals_by_reason(db: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
