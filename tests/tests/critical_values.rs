@@ -79,7 +79,7 @@ async fn an_acknowledgement_with_read_back_closes_it_and_the_register_shows_who_
     assert!((0.0..1.0).contains(&took), "took {took} min");
     assert!(line.acknowledged_at.unwrap() >= line.notified_at);
 
-    let table = relayctl::critical::render_table(&[line.clone()]);
+    let table = relayctl::critical::render_table(std::slice::from_ref(&line));
     assert!(table.contains("HH-ED-0042 Dr. Yang Li"), "{table}");
     assert!(table.contains("matches"), "{table}");
     let csv = relayctl::critical::render_csv(&[line]);
