@@ -200,6 +200,16 @@ async fn an_acknowledgement_for_an_unknown_notification_is_refused_to_its_sender
         let published = publish_acknowledgement(&relay, HOSPITAL_A, body).await;
         expected.insert(published.message_id, reason.to_owned());
     }
+    // Without a user_id the broker vouches for nobody: refused, and there is no one to tell.
+    let anonymous = relay
+        .broker
+        .publish_to(
+            &relay.topology.names.acknowledgements_exchange(),
+            &format!("{HOSPITAL_A}.critical"),
+            acknowledgement(&notification, HOSPITAL_A, FINDING).encode_to_vec(),
+            None,
+        )
+        .await;
     // A valid acknowledgement right behind the refused ones.
     let valid = acknowledgement(&notification, HOSPITAL_A, FINDING);
     publish_acknowledgement(&relay, HOSPITAL_A, valid.encode_to_vec()).await;
@@ -221,11 +231,12 @@ async fn an_acknowledgement_for_an_unknown_notification_is_refused_to_its_sender
     }
     assert_eq!(
         notices, expected,
-        "each sender is told why, with a stable code"
+        "each registered sender is told why, with a stable code"
     );
     assert!(result_seen, "the report itself reached the results queue");
 
     let mut dead = BTreeMap::new();
+    expected.insert(anonymous.message_id, "unknown_sender".to_owned());
     for _ in 0..expected.len() {
         let letter = relay.next_dead_letter().await;
         assert_eq!(
