@@ -64,6 +64,7 @@ impl TestBroker {
             names.recorder_events_queue(),
             names.recorder_results_queue(),
             names.dead_letter_queue(),
+            names.recorder_acknowledgements_queue(),
         ];
         Self {
             connection,
@@ -85,10 +86,10 @@ impl TestBroker {
                 .declare_origin_results(&self.channel, &code)
                 .await
                 .unwrap();
-            self.queues
-                .lock()
-                .unwrap()
-                .push(names.origin_results_queue(&code));
+            self.queues.lock().unwrap().extend([
+                names.origin_results_queue(&code),
+                names.origin_critical_queue(&code),
+            ]);
         }
         for pool in &registry.pools {
             let code = domain::PoolCode::parse(&pool.code).unwrap();
@@ -311,7 +312,7 @@ impl TestBroker {
         found.message_count()
     }
 
-    async fn get_one(&self, queue: &str, what: &str) -> bus::lapin::message::Delivery {
+    pub(crate) async fn get_one(&self, queue: &str, what: &str) -> bus::lapin::message::Delivery {
         let started = Instant::now();
         loop {
             if let Some(message) = self
@@ -350,6 +351,8 @@ fn exchanges_of(names: &bus::Names) -> Vec<String> {
         names.results_exchange(),
         names.events_exchange(),
         names.dead_letter_exchange(),
+        names.critical_exchange(),
+        names.acknowledgements_exchange(),
     ]
 }
 

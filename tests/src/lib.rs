@@ -8,6 +8,7 @@
 
 mod broker;
 pub mod county;
+pub mod critical;
 pub mod fixtures;
 pub mod inspector;
 pub mod private_broker;

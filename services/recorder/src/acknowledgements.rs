@@ -105,15 +105,25 @@ pub(crate) async fn record(
         user,
         sender,
     };
-    let outcome = store::wait_out_outages(&context.shutdown, "recording an acknowledgement", || {
-        judge(context, &delivery, &envelope)
-    })
-    .await;
+    let outcome =
+        store::wait_out_outages(&context.shutdown, "recording an acknowledgement", || {
+            judge(context, &delivery, &envelope)
+        })
+        .await;
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(error) => return Ok(database_failure(context, error, "recording an acknowledgement")),
+        Err(error) => {
+            return Ok(database_failure(
+                context,
+                error,
+                "recording an acknowledgement",
+            ));
+        }
     };
-    let sender = envelope.sender.as_ref().map_or("unidentified", |s| s.as_str());
+    let sender = envelope
+        .sender
+        .as_ref()
+        .map_or("unidentified", |s| s.as_str());
     match outcome {
         Outcome::Closed {
             notification,
@@ -198,7 +208,10 @@ async fn judge(
             }
         }
         Err(refusal) => {
-            let named = ack.as_ref().map(|a| a.notification_id.as_str()).unwrap_or_default();
+            let named = ack
+                .as_ref()
+                .map(|a| a.notification_id.as_str())
+                .unwrap_or_default();
             let at = store::db_now(&mut tx).await?;
             let then = refusal_messages(context, delivery, envelope, named, &refusal, at);
             let first_time = store_acks::refuse(
@@ -258,7 +271,9 @@ async fn check<'a>(
     if notification.origin != sender.as_str() {
         return Ok(Err(refused(
             reason::NOT_YOUR_NOTIFICATION,
-            format!("critical notification {id} was not sent to {sender}; only its origin may acknowledge it"),
+            format!(
+                "critical notification {id} was not sent to {sender}; only its origin may acknowledge it"
+            ),
         )));
     }
     if !ack.origin_hospital.is_empty() && ack.origin_hospital != sender.as_str() {
@@ -285,7 +300,10 @@ async fn check<'a>(
     if !missing.is_empty() {
         return Ok(Err(refused(
             reason::MISSING_FIELD,
-            format!("a critical acknowledgement needs a named clinician and a read-back; missing: {}", missing.join(", ")),
+            format!(
+                "a critical acknowledgement needs a named clinician and a read-back; missing: {}",
+                missing.join(", ")
+            ),
         )));
     }
     if [&ack.clinician_id, &ack.clinician_name, &ack.read_back]

@@ -135,7 +135,12 @@ pub fn render_csv(lines: &[RegisterLine]) -> String {
             line.notified_at.to_rfc3339(),
             line.acknowledge_by.to_rfc3339(),
             line.reminders_sent.to_string(),
-            if line.is_open() { "open" } else { "acknowledged" }.to_owned(),
+            if line.is_open() {
+                "open"
+            } else {
+                "acknowledged"
+            }
+            .to_owned(),
             line.acknowledged_at
                 .map(|at| at.to_rfc3339())
                 .unwrap_or_default(),
@@ -178,7 +183,9 @@ mod tests {
             "2026-11-22T08:30:00+00:00"
         );
         assert_eq!(
-            parse_time("2026-11-22T16:30:00+08:00").unwrap().to_rfc3339(),
+            parse_time("2026-11-22T16:30:00+08:00")
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-22T08:30:00+00:00"
         );
         assert!(parse_time("yesterday").is_err());

@@ -171,7 +171,7 @@ pub async fn declare(broker: &BrokerConfig, db: &sqlx::PgPool) -> anyhow::Result
     }
     connection.close(200, "done".into()).await.ok();
     Ok(format!(
-        "topology declared in namespace {}: core queues, {} pools x 4 lanes, {} results queues",
+        "topology declared in namespace {}: core queues, {} pools x 4 lanes, {} results and critical queues",
         topology.names.namespace(),
         pools.len(),
         hospitals.len()

@@ -275,10 +275,16 @@ mod tests {
     fn a_read_back_matches_when_it_repeats_the_whole_finding() {
         let finding = "Acute inferior STEMI.";
         assert!(read_back_matches(finding, "acute inferior stemi"));
-        assert!(read_back_matches(finding, "Confirmed: acute  inferior STEMI!"));
+        assert!(read_back_matches(
+            finding,
+            "Confirmed: acute  inferior STEMI!"
+        ));
         assert!(!read_back_matches(finding, "STEMI"));
         assert!(!read_back_matches(finding, "acute anterior STEMI"));
-        assert!(read_back_matches("急性下壁心肌梗死", "急性下壁 心肌梗死，已复述"));
+        assert!(read_back_matches(
+            "急性下壁心肌梗死",
+            "急性下壁 心肌梗死，已复述"
+        ));
         assert!(!read_back_matches("", "anything"));
     }
 }

@@ -119,7 +119,11 @@ pub async fn close(
             ack.clinician_id,
             ack.clinician_name,
             closed.minutes,
-            if matches { "matches" } else { "DIFFERS from the finding" },
+            if matches {
+                "matches"
+            } else {
+                "DIFFERS from the finding"
+            },
             notification.id
         ),
         pool: notification.pool.clone(),
