@@ -196,7 +196,10 @@ pub fn parse_setting(text: &str) -> Result<Setting, String> {
         let value: u64 = number
             .parse()
             .map_err(|_| format!("{text:?}: a number must come before each unit"))?;
-        total += value * unit;
+        total = value
+            .checked_mul(unit)
+            .and_then(|secs| total.checked_add(secs))
+            .ok_or_else(|| format!("{text:?}: too long"))?;
         number.clear();
     }
     if !number.is_empty() || total == 0 {
