@@ -605,3 +605,46 @@ async fn an_aged_routine_request_is_offered_before_a_fresh_stat_only_past_its_pr
     );
     relay.stop().await;
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn the_default_registry_sends_shaoyang_neuro_imaging_to_xiangya_with_ordered_backups(
+    db: PgPool,
+) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry/hunan.toml");
+    let registry = relayctl::read_registry(&path).unwrap();
+    store::registry::load(&db, &registry).await.unwrap();
+    let shaoyang = HospitalCode::parse("HN-SY-001").unwrap();
+    let route = |subspecialty| {
+        let (db, shaoyang) = (db.clone(), shaoyang.clone());
+        async move {
+            let route = store::registry::route(
+                &db,
+                &shaoyang,
+                "neurology",
+                subspecialty,
+                StudyKind::Imaging,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let backups: Vec<String> = route.backups.iter().map(ToString::to_string).collect();
+            (route.pool.to_string(), route.rule, backups)
+        }
+    };
+    assert_eq!(
+        route(Some("neuro")).await,
+        (
+            "xy-imaging".into(),
+            RouteRule::SubspecialtyPairing,
+            vec!["pph-imaging".into(), "hch-imaging".into()]
+        )
+    );
+    assert_eq!(
+        route(None).await,
+        (
+            "hch-imaging".into(),
+            RouteRule::HospitalPairing,
+            vec!["pph-imaging".into()]
+        )
+    );
+}
