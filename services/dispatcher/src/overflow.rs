@@ -95,6 +95,7 @@ fn minutes(duration: Duration) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use store::registry::RouteRule;
