@@ -553,6 +553,20 @@ async fn new_requests_overflow_to_the_first_backup_not_itself_behind(db: PgPool)
     let lanes = relayctl(&db, &["lanes", "list"]).await.unwrap();
     assert!(lanes.contains("10m"), "{lanes}");
 
+    // Escalation follows the same ladder: the pool after the one a request is in.
+    let next = |request| {
+        let db = db.clone();
+        async move {
+            store::registry::next_pool_of_request(&db, request)
+                .await
+                .unwrap()
+                .map(|pool| pool.to_string())
+        }
+    };
+    assert_eq!(next(oldest).await.as_deref(), Some("xy2-ecg"));
+    assert_eq!(next(first).await.as_deref(), Some("xy3-ecg"));
+    assert_eq!(next(second).await, None, "the end of the ladder");
+
     // What overflowed is claimable in the backup pool's lane.
     let claimed = relay.claim_next(tests::routing::tokens::XY2_ECG).await;
     assert_eq!(
