@@ -553,6 +553,20 @@ async fn new_requests_overflow_to_the_first_backup_not_itself_behind(db: PgPool)
     let lanes = relayctl(&db, &["lanes", "list"]).await.unwrap();
     assert!(lanes.contains("10m"), "{lanes}");
 
+    // Escalation follows the same ladder: the pool after the one a request is in.
+    let next = |request| {
+        let db = db.clone();
+        async move {
+            store::registry::next_pool_of_request(&db, request)
+                .await
+                .unwrap()
+                .map(|pool| pool.to_string())
+        }
+    };
+    assert_eq!(next(oldest).await.as_deref(), Some("xy2-ecg"));
+    assert_eq!(next(first).await.as_deref(), Some("xy3-ecg"));
+    assert_eq!(next(second).await, None, "the end of the ladder");
+
     // What overflowed is claimable in the backup pool's lane.
     let claimed = relay.claim_next(tests::routing::tokens::XY2_ECG).await;
     assert_eq!(
@@ -604,4 +618,47 @@ async fn an_aged_routine_request_is_offered_before_a_fresh_stat_only_past_its_pr
         Some(fresh.to_string().as_str())
     );
     relay.stop().await;
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn the_default_registry_sends_shaoyang_neuro_imaging_to_xiangya_with_ordered_backups(
+    db: PgPool,
+) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../registry/hunan.toml");
+    let registry = relayctl::read_registry(&path).unwrap();
+    store::registry::load(&db, &registry).await.unwrap();
+    let shaoyang = HospitalCode::parse("HN-SY-001").unwrap();
+    let route = |subspecialty| {
+        let (db, shaoyang) = (db.clone(), shaoyang.clone());
+        async move {
+            let route = store::registry::route(
+                &db,
+                &shaoyang,
+                "neurology",
+                subspecialty,
+                StudyKind::Imaging,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let backups: Vec<String> = route.backups.iter().map(ToString::to_string).collect();
+            (route.pool.to_string(), route.rule, backups)
+        }
+    };
+    assert_eq!(
+        route(Some("neuro")).await,
+        (
+            "xy-imaging".into(),
+            RouteRule::SubspecialtyPairing,
+            vec!["pph-imaging".into(), "hch-imaging".into()]
+        )
+    );
+    assert_eq!(
+        route(None).await,
+        (
+            "hch-imaging".into(),
+            RouteRule::HospitalPairing,
+            vec!["pph-imaging".into()]
+        )
+    );
 }

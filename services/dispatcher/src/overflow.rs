@@ -27,19 +27,34 @@ pub(crate) async fn place(
     route: &Route,
     priority: Priority,
 ) -> sqlx::Result<Placement> {
+    if route.backups.is_empty() {
+        return Ok(decide(route, priority, None, &[]));
+    }
+    let limit = store::lanes::overflow_after(db, priority).await?;
+    if limit.is_none() {
+        return Ok(decide(route, priority, None, &[]));
+    }
+    let mut pools = vec![route.pool.clone()];
+    pools.extend(route.backups.iter().cloned());
+    let waits = store::lanes::oldest_waiting(db, &pools, priority).await?;
+    Ok(decide(route, priority, limit, &waits))
+}
+
+/// The rule itself: `limit` is the lane's overflow age, `waits` how long the oldest waiting
+/// request of each pool has waited (pools with nothing waiting absent).
+fn decide(
+    route: &Route,
+    priority: Priority,
+    limit: Option<Duration>,
+    waits: &[(String, Duration)],
+) -> Placement {
     let stay = |overflow| Placement {
         pool: route.pool.clone(),
         overflow,
     };
-    if route.backups.is_empty() {
-        return Ok(stay(None));
-    }
-    let Some(limit) = store::lanes::overflow_after(db, priority).await? else {
-        return Ok(stay(None));
+    let Some(limit) = limit else {
+        return stay(None);
     };
-    let mut pools = vec![route.pool.clone()];
-    pools.extend(route.backups.iter().cloned());
-    let waits = store::lanes::oldest_waiting(db, &pools, priority).await?;
     let waited = |pool: &PoolCode| {
         waits
             .iter()
@@ -49,7 +64,7 @@ pub(crate) async fn place(
     };
     let primary_waited = waited(&route.pool);
     if primary_waited <= limit {
-        return Ok(stay(None));
+        return stay(None);
     }
     let why = format!(
         "pool {}'s oldest waiting {priority} request has waited {} (overflow after {})",
@@ -58,14 +73,14 @@ pub(crate) async fn place(
         minutes(limit)
     );
     match route.backups.iter().find(|backup| waited(backup) <= limit) {
-        Some(backup) => Ok(Placement {
+        Some(backup) => Placement {
             pool: backup.clone(),
             overflow: Some(format!("overflowed from pool {}: {why}", route.pool)),
-        }),
-        None => Ok(stay(Some(format!(
+        },
+        None => stay(Some(format!(
             "kept in pool {}: {why}, and every backup pool is over the limit too",
             route.pool
-        )))),
+        ))),
     }
 }
 
@@ -80,9 +95,62 @@ fn minutes(duration: Duration) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::minutes;
-    use std::time::Duration;
+    use super::*;
+    use store::registry::RouteRule;
+
+    const MIN: u64 = 60;
+
+    fn route() -> Route {
+        let pool = |code| PoolCode::parse(code).unwrap();
+        Route {
+            pool: pool("xy-ecg"),
+            rule: RouteRule::HospitalPairing,
+            backups: vec![pool("pph-ecg"), pool("xy2-ecg")],
+        }
+    }
+
+    fn waits(list: &[(&str, u64)]) -> Vec<(String, Duration)> {
+        list.iter()
+            .map(|(pool, minutes)| ((*pool).to_owned(), Duration::from_secs(minutes * MIN)))
+            .collect()
+    }
+
+    fn placed(limit: Option<u64>, list: &[(&str, u64)]) -> (String, Option<String>) {
+        let limit = limit.map(|minutes| Duration::from_secs(minutes * MIN));
+        let placement = decide(&route(), Priority::Stat, limit, &waits(list));
+        (placement.pool.to_string(), placement.overflow)
+    }
+
+    #[test]
+    fn under_the_age_or_without_a_policy_the_request_stays() {
+        assert_eq!(placed(Some(5), &[("xy-ecg", 4)]), ("xy-ecg".into(), None));
+        assert_eq!(placed(Some(5), &[]), ("xy-ecg".into(), None));
+        assert_eq!(placed(None, &[("xy-ecg", 400)]), ("xy-ecg".into(), None));
+    }
+
+    #[test]
+    fn over_the_age_the_first_backup_not_itself_behind_takes_it() {
+        let (pool, why) = placed(Some(5), &[("xy-ecg", 6)]);
+        assert_eq!(pool, "pph-ecg");
+        assert_eq!(
+            why.unwrap(),
+            "overflowed from pool xy-ecg: pool xy-ecg's oldest waiting stat request has waited 6 min (overflow after 5 min)"
+        );
+        let (pool, _) = placed(Some(5), &[("xy-ecg", 6), ("pph-ecg", 9)]);
+        assert_eq!(pool, "xy2-ecg");
+    }
+
+    #[test]
+    fn when_every_backup_is_behind_too_the_request_stays_with_the_primary() {
+        let (pool, why) = placed(Some(5), &[("xy-ecg", 6), ("pph-ecg", 9), ("xy2-ecg", 7)]);
+        assert_eq!(pool, "xy-ecg");
+        assert!(
+            why.unwrap()
+                .contains("every backup pool is over the limit too")
+        );
+    }
 
     #[test]
     fn durations_read_as_minutes_or_seconds() {

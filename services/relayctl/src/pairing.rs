@@ -5,7 +5,8 @@
 use clap::{Args, Subcommand};
 use std::fmt::Write as _;
 use std::time::Duration;
-use store::registry_edits::{self, Change, PairingKey, Setting};
+use store::lanes::Setting;
+use store::registry_edits::{self, Change, PairingKey};
 
 #[derive(Debug, Subcommand)]
 pub enum PairingCommand {
@@ -160,7 +161,7 @@ pub async fn run_lanes(command: LanesCommand, db: &sqlx::PgPool) -> anyhow::Resu
                 overflow_after.is_some() || promote_after.is_some(),
                 "give --overflow-after and/or --promote-after"
             );
-            let after = registry_edits::set_lane_policy(
+            let after = store::lanes::set_lane_policy(
                 db,
                 &priority,
                 overflow_after.unwrap_or(Setting::Keep),
@@ -196,7 +197,10 @@ pub fn parse_setting(text: &str) -> Result<Setting, String> {
         let value: u64 = number
             .parse()
             .map_err(|_| format!("{text:?}: a number must come before each unit"))?;
-        total += value * unit;
+        total = value
+            .checked_mul(unit)
+            .and_then(|secs| total.checked_add(secs))
+            .ok_or_else(|| format!("{text:?}: too long"))?;
         number.clear();
     }
     if !number.is_empty() || total == 0 {

@@ -103,13 +103,23 @@ mod tests {
 
     #[test]
     fn routine_past_its_promotion_age_counts_as_urgent_and_goes_before_a_younger_urgent() {
+        // Empty lanes keep their own place; they have nothing to offer.
         assert_eq!(
             claim_order(&waits(0, 0, 10, 121)),
-            [Routine, Urgent, Stat, Asap]
+            [Stat, Asap, Routine, Urgent]
         );
         assert_eq!(
-            claim_order(&waits(1, 0, 10, 121)),
-            [Stat, Routine, Urgent, Asap]
+            claim_order(&waits(0, 0, 10, 119)),
+            [Stat, Asap, Urgent, Routine]
+        );
+        // An urgent request past its own promotion age counts as asap, then stat after 20 min more.
+        assert_eq!(
+            claim_order(&waits(0, 0, 61, 121)),
+            [Stat, Urgent, Asap, Routine]
+        );
+        assert_eq!(
+            claim_order(&waits(1, 0, 81, 121)),
+            [Urgent, Stat, Asap, Routine]
         );
     }
 

@@ -1,9 +1,12 @@
 //! Lane policies and how long work has waited in each lane: what load-aware overflow (dispatcher)
 //! and aging (review desk) decide from. Both read the policy for every request or claim, so an
-//! operator's `relayctl lanes set` applies without a restart.
+//! operator's `relayctl lanes set` ([`set_lane_policy`], audited like every registry edit in
+//! `registry_changes`) applies without a restart.
 
+use crate::registry_edits::{Change, ChangeRecord, EditError, record_change};
 use domain::{PoolCode, Priority};
-use sqlx::PgPool;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 
 /// One lane's policy (table `lane_policies`).
@@ -116,4 +119,97 @@ pub async fn lane_waits(db: &PgPool, pool: &PoolCode) -> sqlx::Result<Vec<LaneWa
 /// Seconds from PostgreSQL as a duration; a negative age (clock adjustments) counts as zero.
 fn seconds(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::ZERO)
+}
+
+/// A lane policy setting as an operator gives it: leave it, set it, or switch it off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Keep,
+    Set(Duration),
+    Off,
+}
+
+/// Changes the overflow and/or promotion age of one lane; returns the policy as it now is.
+pub async fn set_lane_policy(
+    db: &PgPool,
+    priority: &str,
+    overflow_after: Setting,
+    promote_after: Setting,
+    change: Change<'_>,
+) -> Result<Value, EditError> {
+    change.check()?;
+    let priority =
+        Priority::parse(priority).ok_or_else(|| EditError::UnknownPriority(priority.to_owned()))?;
+    if priority == Priority::Stat && matches!(promote_after, Setting::Set(_)) {
+        return Err(EditError::StatPromotion);
+    }
+    for setting in [overflow_after, promote_after] {
+        if setting == Setting::Set(Duration::ZERO) {
+            return Err(EditError::Invalid {
+                what: "age",
+                value: "0".into(),
+                rule: "must be longer than zero (use `off` to switch it off)",
+            });
+        }
+    }
+    let mut tx = db.begin().await?;
+    let before = lane_policy_json(&mut tx, priority).await?;
+    let (keep_overflow, overflow_secs) = as_update(overflow_after);
+    let (keep_promote, promote_secs) = as_update(promote_after);
+    sqlx::query!(
+        r#"insert into lane_policies (priority, overflow_after, promote_after)
+           values ($1, make_interval(secs => $3), make_interval(secs => $5))
+           on conflict (priority) do update set
+               overflow_after = case when $2 then lane_policies.overflow_after
+                                     else excluded.overflow_after end,
+               promote_after = case when $4 then lane_policies.promote_after
+                                    else excluded.promote_after end,
+               updated_at = now()"#,
+        priority.as_str(),
+        keep_overflow,
+        overflow_secs,
+        keep_promote,
+        promote_secs,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let after = lane_policy_json(&mut tx, priority).await?;
+    record_change(
+        &mut tx,
+        &ChangeRecord {
+            operator: change.operator,
+            action: "lane_policy_set",
+            subject: serde_json::json!({ "priority": priority.as_str() }),
+            before,
+            after: after.clone(),
+            note: change.note,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after.unwrap_or(Value::Null))
+}
+
+/// (keep the current value?, the new value in seconds or NULL).
+fn as_update(setting: Setting) -> (bool, Option<f64>) {
+    match setting {
+        Setting::Keep => (true, None),
+        Setting::Set(duration) => (false, Some(duration.as_secs_f64())),
+        Setting::Off => (false, None),
+    }
+}
+
+async fn lane_policy_json(
+    conn: &mut PgConnection,
+    priority: Priority,
+) -> sqlx::Result<Option<Value>> {
+    sqlx::query_scalar!(
+        r#"select jsonb_build_object('priority', priority,
+                                     'overflow_after', overflow_after::text,
+                                     'promote_after', promote_after::text) as "policy!"
+           from lane_policies where priority = $1 for update"#,
+        priority.as_str()
+    )
+    .fetch_optional(conn)
+    .await
 }

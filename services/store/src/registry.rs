@@ -231,6 +231,37 @@ pub async fn route_of_request(db: &PgPool, request: uuid::Uuid) -> sqlx::Result<
     .await
 }
 
+/// The pool a request escalates to from where it is now: along today's route of the request
+/// (primary, then the backups in order), the pool after the one the request is in. If the request
+/// is in a pool that is not on the route any more (the pairing was edited), the first pool of the
+/// route other than its own. `None` at the end of the ladder, or for an unknown request.
+pub async fn next_pool_of_request(
+    db: &PgPool,
+    request: uuid::Uuid,
+) -> sqlx::Result<Option<PoolCode>> {
+    let current = sqlx::query_scalar!(
+        "select pool_code from review_requests where id = $1",
+        request
+    )
+    .fetch_optional(db)
+    .await?
+    .flatten();
+    let Some(route) = route_of_request(db, request).await? else {
+        return Ok(None);
+    };
+    let ladder: Vec<PoolCode> = std::iter::once(route.pool).chain(route.backups).collect();
+    let next = match ladder
+        .iter()
+        .position(|pool| Some(pool.as_str()) == current.as_deref())
+    {
+        Some(at) => ladder.get(at + 1).cloned(),
+        None => ladder
+            .into_iter()
+            .find(|pool| Some(pool.as_str()) != current.as_deref()),
+    };
+    Ok(next)
+}
+
 pub async fn pool_codes(db: &PgPool) -> sqlx::Result<Vec<PoolCode>> {
     let codes = sqlx::query_scalar!("select code from reviewer_pools order by code")
         .fetch_all(db)

@@ -1,13 +1,12 @@
-//! Operators' edits of the routing truth: one pairing set or removed, one lane policy changed.
+//! Operators' edits of the routing truth: one pairing set or removed (lane policies: `lanes`).
 //! Each edit is one transaction that makes the change and writes its `registry_changes` row
 //! (who, when by the database clock, what, before and after), so no edit exists without its audit
 //! and no audit row describes an edit that did not happen. The dispatcher and the review desk read
 //! the registry and the lane policies for every request and claim: an edit applies at once.
 
-use domain::{Priority, StudyKind};
+use domain::StudyKind;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
-use std::time::Duration;
 
 /// The operator a registry file load is recorded under when no one is named.
 pub const REGISTRY_LOAD_OPERATOR: &str = "registry-load";
@@ -55,7 +54,7 @@ pub struct Change<'a> {
 }
 
 impl Change<'_> {
-    fn check(&self) -> Result<(), EditError> {
+    pub(crate) fn check(&self) -> Result<(), EditError> {
         if self.operator.trim().is_empty() {
             return Err(EditError::NoOperator);
         }
@@ -377,98 +376,5 @@ pub async fn history(db: &PgPool, limit: i64) -> sqlx::Result<Vec<RegistryChange
         limit
     )
     .fetch_all(db)
-    .await
-}
-
-/// A lane policy setting as an operator gives it: leave it, set it, or switch it off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Setting {
-    Keep,
-    Set(Duration),
-    Off,
-}
-
-/// Changes the overflow and/or promotion age of one lane; returns the policy as it now is.
-pub async fn set_lane_policy(
-    db: &PgPool,
-    priority: &str,
-    overflow_after: Setting,
-    promote_after: Setting,
-    change: Change<'_>,
-) -> Result<Value, EditError> {
-    change.check()?;
-    let priority =
-        Priority::parse(priority).ok_or_else(|| EditError::UnknownPriority(priority.to_owned()))?;
-    if priority == Priority::Stat && matches!(promote_after, Setting::Set(_)) {
-        return Err(EditError::StatPromotion);
-    }
-    for setting in [overflow_after, promote_after] {
-        if setting == Setting::Set(Duration::ZERO) {
-            return Err(EditError::Invalid {
-                what: "age",
-                value: "0".into(),
-                rule: "must be longer than zero (use `off` to switch it off)",
-            });
-        }
-    }
-    let mut tx = db.begin().await?;
-    let before = lane_policy_json(&mut tx, priority).await?;
-    let (keep_overflow, overflow_secs) = as_update(overflow_after);
-    let (keep_promote, promote_secs) = as_update(promote_after);
-    sqlx::query!(
-        r#"insert into lane_policies (priority, overflow_after, promote_after)
-           values ($1, make_interval(secs => $3), make_interval(secs => $5))
-           on conflict (priority) do update set
-               overflow_after = case when $2 then lane_policies.overflow_after
-                                     else excluded.overflow_after end,
-               promote_after = case when $4 then lane_policies.promote_after
-                                    else excluded.promote_after end,
-               updated_at = now()"#,
-        priority.as_str(),
-        keep_overflow,
-        overflow_secs,
-        keep_promote,
-        promote_secs,
-    )
-    .execute(&mut *tx)
-    .await?;
-    let after = lane_policy_json(&mut tx, priority).await?;
-    record_change(
-        &mut tx,
-        &ChangeRecord {
-            operator: change.operator,
-            action: "lane_policy_set",
-            subject: serde_json::json!({ "priority": priority.as_str() }),
-            before,
-            after: after.clone(),
-            note: change.note,
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(after.unwrap_or(Value::Null))
-}
-
-/// (keep the current value?, the new value in seconds or NULL).
-fn as_update(setting: Setting) -> (bool, Option<f64>) {
-    match setting {
-        Setting::Keep => (true, None),
-        Setting::Set(duration) => (false, Some(duration.as_secs_f64())),
-        Setting::Off => (false, None),
-    }
-}
-
-async fn lane_policy_json(
-    conn: &mut PgConnection,
-    priority: Priority,
-) -> sqlx::Result<Option<Value>> {
-    sqlx::query_scalar!(
-        r#"select jsonb_build_object('priority', priority,
-                                     'overflow_after', overflow_after::text,
-                                     'promote_after', promote_after::text) as "policy!"
-           from lane_policies where priority = $1 for update"#,
-        priority.as_str()
-    )
-    .fetch_optional(conn)
     .await
 }
