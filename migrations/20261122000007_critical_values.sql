@@ -111,21 +111,15 @@ create table critical_acknowledgements (
 
 create index critical_acknowledgements_notification on critical_acknowledgements (notification_id);
 
-create function critical_register_is_append_only() returns trigger
-language plpgsql as $$
-begin
-    raise exception '% is append-only (% refused)', tg_table_name, tg_op;
-end;
-$$;
-
+-- The register is history: refuse_history_rewrite() (migration 0004) refuses changes to it.
 create trigger critical_notification_sends_append_only
     before update or delete on critical_notification_sends
-    for each row execute function critical_register_is_append_only();
+    for each row execute function refuse_history_rewrite();
 
 create trigger critical_acknowledgements_append_only
     before update or delete on critical_acknowledgements
-    for each row execute function critical_register_is_append_only();
+    for each row execute function refuse_history_rewrite();
 
 create trigger critical_acknowledgement_refusals_append_only
     before update or delete on critical_acknowledgement_refusals
-    for each row execute function critical_register_is_append_only();
+    for each row execute function refuse_history_rewrite();
