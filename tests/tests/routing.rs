@@ -577,7 +577,7 @@ async fn new_requests_overflow_to_the_first_backup_not_itself_behind(db: PgPool)
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
-async fn an_aged_routine_request_is_offered_before_a_fresh_stat_only_past_its_promotion_age(
+async fn an_aged_routine_request_goes_before_less_urgent_work_past_its_promotion_age_never_before_stat(
     db: PgPool,
 ) {
     let relay = TestRelay::start_with(db, &routing_registry()).await;
@@ -603,19 +603,23 @@ async fn an_aged_routine_request_is_offered_before_a_fresh_stat_only_past_its_pr
         Some(stat.to_string().as_str())
     );
 
-    // 4 h: past 2 h + 1 h + 20 min it counts as STAT and has waited longer than a fresh STAT.
+    // 4 h: past 2 h + 1 h + 20 min it counts as STAT: it goes before an ASAP request that
+    // waits, but a STAT request, even a fresh one, still comes first.
     let fresh = publish("ECG-STAT-2", v1::Priority::Stat).await;
+    let asap = publish("ECG-ASAP", v1::Priority::Asap).await;
     wait_for_lane_depth(&relay, "xy-ecg", Priority::Stat, 1).await;
+    wait_for_lane_depth(&relay, "xy-ecg", Priority::Asap, 1).await;
     make_wait(&db, routine, 240).await;
-    let second = relay.claim_next(tokens::ECG_SECOND).await;
+    let order = [
+        relay.claim_next(tokens::ECG_SECOND).await,
+        relay.claim_next(tokens::ECG_SECOND).await,
+        relay.claim_next(tokens::ECG_SECOND).await,
+    ];
+    let claimed: Vec<Option<&str>> = order.iter().map(|c| c["request_uuid"].as_str()).collect();
+    let expected = [fresh, routine, asap].map(|id| id.to_string());
     assert_eq!(
-        second["request_uuid"].as_str(),
-        Some(routine.to_string().as_str())
-    );
-    let third = relay.claim_next(tokens::ECG_SECOND).await;
-    assert_eq!(
-        third["request_uuid"].as_str(),
-        Some(fresh.to_string().as_str())
+        claimed,
+        expected.iter().map(|id| Some(id.as_str())).collect::<Vec<_>>()
     );
     relay.stop().await;
 }

@@ -7,11 +7,13 @@
 //! (routine → urgent → asap → stat); from there the next level's promotion age is added, and so
 //! on: with the defaults (routine 2 h, urgent 1 h, asap 20 min) a routine request counts as
 //! urgent after 2 h, as asap after 3 h and as stat after 3 h 20 min. Lanes are offered by that
-//! effective level, most urgent first; at the same level the lane whose oldest request has
-//! waited longer goes first (so an aged request that reached stat level is offered before a
-//! fresh STAT, but never before a STAT that waited longer). Ties keep the lanes' own order.
-//! A lane with nothing waiting keeps its own level (its expired leases are still taken over in
-//! that order).
+//! effective level, most urgent first. At the same level a lane native to that level goes before
+//! a promoted one — a STAT request is never kept waiting by aged work, an aged routine request
+//! goes before everything less urgent than its effective level — and among promoted lanes the
+//! one whose oldest request waited longer goes first. Ties keep the lanes' own order. A lane with
+//! nothing waiting keeps its own level (its expired leases are still taken over in that order).
+//! Routine work is therefore never starved unless requests of a more urgent level alone fill
+//! every reviewer's day, in which case they must come first.
 
 use domain::Priority;
 use std::cmp::Reverse;
@@ -19,14 +21,21 @@ use store::lanes::LaneWait;
 
 /// The lanes in the order the desk offers them.
 pub(crate) fn claim_order(waits: &[LaneWait]) -> Vec<Priority> {
-    let mut lanes: Vec<(usize, Reverse<std::time::Duration>, Priority)> =
+    // Sorted by effective level, then native before promoted, then longer wait among the
+    // promoted (a native lane's wait does not reorder it: lanes are distinct levels).
+    let mut lanes: Vec<(usize, bool, Reverse<std::time::Duration>, Priority)> =
         Priority::LANES_MOST_URGENT_FIRST
             .into_iter()
             .map(
                 |priority| match waits.iter().find(|w| w.priority == priority) {
-                    Some(wait) => (effective_level(wait, waits), Reverse(wait.waited), priority),
+                    Some(wait) => {
+                        let effective = effective_level(wait, waits);
+                        let promoted = effective < level(priority);
+                        (effective, promoted, Reverse(wait.waited), priority)
+                    }
                     None => (
                         level(priority),
+                        false,
                         Reverse(std::time::Duration::ZERO),
                         priority,
                     ),
@@ -34,7 +43,7 @@ pub(crate) fn claim_order(waits: &[LaneWait]) -> Vec<Priority> {
             )
             .collect();
     lanes.sort();
-    lanes.into_iter().map(|(_, _, priority)| priority).collect()
+    lanes.into_iter().map(|(_, _, _, priority)| priority).collect()
 }
 
 /// 0 for stat … 3 for routine.
@@ -117,9 +126,10 @@ mod tests {
             claim_order(&waits(0, 0, 61, 121)),
             [Stat, Urgent, Asap, Routine]
         );
+        // At stat level, an aged urgent request still goes after a STAT request.
         assert_eq!(
             claim_order(&waits(1, 0, 81, 121)),
-            [Urgent, Stat, Asap, Routine]
+            [Stat, Urgent, Asap, Routine]
         );
     }
 
@@ -130,12 +140,17 @@ mod tests {
             claim_order(&waits(1, 0, 0, 181)),
             [Stat, Routine, Asap, Urgent]
         );
+        // At stat level: after the STAT lane, before asap, even a fresh STAT goes first.
         assert_eq!(
             claim_order(&waits(1, 0, 0, 201)),
-            [Routine, Stat, Asap, Urgent]
+            [Stat, Routine, Asap, Urgent]
         );
-        // A STAT that waited longer still goes first.
-        assert_eq!(claim_order(&waits(202, 0, 0, 201))[0], Stat);
+        assert_eq!(claim_order(&waits(0, 5, 0, 201)), [Stat, Routine, Asap, Urgent]);
+        // Two promoted lanes at one level: the longer wait first.
+        assert_eq!(
+            claim_order(&waits(1, 0, 100, 201)),
+            [Stat, Routine, Urgent, Asap]
+        );
     }
 
     #[test]
