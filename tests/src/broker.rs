@@ -64,6 +64,7 @@ impl TestBroker {
             names.recorder_events_queue(),
             names.recorder_results_queue(),
             names.dead_letter_queue(),
+            names.alerts_queue(),
         ];
         Self {
             connection,
@@ -350,6 +351,7 @@ fn exchanges_of(names: &bus::Names) -> Vec<String> {
         names.results_exchange(),
         names.events_exchange(),
         names.dead_letter_exchange(),
+        names.alerts_exchange(),
     ]
 }
 

@@ -15,6 +15,7 @@ pub mod private_cluster;
 pub mod private_postgres;
 mod registry;
 pub mod service_process;
+pub mod sla;
 
 pub use broker::{DeadLetter, Published};
 pub use registry::{HOSPITAL_A, HOSPITAL_B, HOSPITAL_C, test_registry, tokens};
