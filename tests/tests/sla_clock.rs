@@ -507,3 +507,60 @@ async fn the_clock_survives_a_dispatcher_restart_without_repeating_itself(db: Pg
     dispatcher.stop().await;
     relay.stop().await;
 }
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_changed_target_applies_to_requests_received_afterwards(db: PgPool) {
+    let relay = relay_without_dispatcher(db).await;
+    let dispatcher = OwnDispatcher::start(&relay);
+    let before = publish_ecg(&relay, "SLA-POLICY-BEFORE", v1::Priority::Stat).await;
+    store::sla_config::set_policy(
+        &relay.db,
+        &store::sla_config::Policy {
+            kind: "ecg".into(),
+            priority: "stat".into(),
+            frozen_section: false,
+            target_seconds: 300.0,
+            at_risk_seconds: 240.0,
+        },
+    )
+    .await
+    .unwrap();
+    let after = publish_ecg(&relay, "SLA-POLICY-AFTER", v1::Priority::Stat).await;
+    for (id, target) in [(before, 600.0), (after, 300.0)] {
+        let due = sqlx::query_scalar!(
+            r#"select extract(epoch from due_at - least(requested_at, received_at))::float8 as "due!"
+               from review_requests where id = $1"#,
+            id
+        )
+        .fetch_one(&relay.db)
+        .await
+        .unwrap();
+        assert_eq!(due, target);
+    }
+    dispatcher.stop().await;
+    relay.stop().await;
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_breach_without_a_backup_pool_leaves_the_request_waiting_and_says_so(db: PgPool) {
+    let relay = relay_without_dispatcher(db).await;
+    let dispatcher = OwnDispatcher::start(&relay);
+    // The test registry has no backup pool for imaging.
+    let id = publish(
+        &relay,
+        imaging_request(HOSPITAL_A, "SLA-NO-BACKUP", v1::Priority::Stat),
+    )
+    .await;
+    pass_due_time(&relay.db, id).await;
+    wait_for_row(&relay.db, id, "step 1", |row| row.escalation_level == 1).await;
+    let row = clock_row(&relay.db, id).await;
+    assert_eq!(
+        (row.state.as_str(), row.pool.as_deref(), row.flagged),
+        ("routed", Some("xy-imaging"), true)
+    );
+    assert_eq!(next_escalation(&relay).await.action, "no_backup_pool");
+    let claimed = relay.claim_next(tokens::IMAGING).await;
+    assert_eq!(claimed["request_uuid"], id.to_string());
+    dispatcher.stop().await;
+    relay.stop().await;
+}
