@@ -2,10 +2,12 @@
 //! (never sleeping for minutes), reading pages from the alerts queue, a dispatcher the test can
 //! stop and start, and the desk's lease calls.
 
-use crate::{DEADLINE, TestRelay, wait_until};
+use crate::fixtures::ecg_request;
+use crate::{DEADLINE, HOSPITAL_A, TestRelay, wait_until};
 use bus::lapin::Connection;
 use bus::lapin::options::{BasicAckOptions, BasicGetOptions};
 use contract::v1;
+use domain::{PoolCode, Priority};
 use prost::Message;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
@@ -276,4 +278,44 @@ pub async fn lease_call(
         response.status().as_u16(),
         response.json().await.unwrap_or_default(),
     )
+}
+
+/// The ECG record the SLA tests publish.
+pub const RECORD: &str = "HR06001";
+
+/// Publishes a request from hospital A and waits until the dispatcher recorded it.
+pub async fn publish(relay: &TestRelay, request: v1::ReviewRequest) -> Uuid {
+    let request_id = request.request_id.clone();
+    relay.broker.publish_request(&request).await;
+    relay.request_uuid(HOSPITAL_A, &request_id).await
+}
+
+/// Publishes an ECG from hospital A; see [`publish`].
+pub async fn publish_ecg(relay: &TestRelay, request_id: &str, priority: v1::Priority) -> Uuid {
+    publish(relay, ecg_request(HOSPITAL_A, request_id, priority, RECORD)).await
+}
+
+/// The name of a pool's lane.
+pub fn lane(relay: &TestRelay, pool: &str, priority: Priority) -> String {
+    relay
+        .topology
+        .names
+        .review_lane(&PoolCode::parse(pool).unwrap(), priority)
+}
+
+/// Waits until a lane holds `depth` messages.
+pub async fn wait_for_lane_depth(relay: &TestRelay, lane: &str, depth: u32) {
+    wait_until(&format!("{lane} to hold {depth}"), || async {
+        relay.broker.depth(lane).await == depth
+    })
+    .await;
+}
+
+/// The next notice for hospital A, which must be an escalation.
+pub async fn next_escalation(relay: &TestRelay) -> v1::RequestEscalated {
+    let notice = relay.broker.next_notice(HOSPITAL_A).await;
+    match notice.notice {
+        Some(v1::origin_notice::Notice::Escalated(escalated)) => escalated,
+        other => panic!("expected an escalation notice, got {other:?}"),
+    }
 }
