@@ -65,6 +65,7 @@ impl TestBroker {
             names.recorder_results_queue(),
             names.dead_letter_queue(),
             names.recorder_acknowledgements_queue(),
+            names.alerts_queue(),
         ];
         Self {
             connection,
@@ -353,6 +354,7 @@ fn exchanges_of(names: &bus::Names) -> Vec<String> {
         names.dead_letter_exchange(),
         names.critical_exchange(),
         names.acknowledgements_exchange(),
+        names.alerts_exchange(),
     ]
 }
 

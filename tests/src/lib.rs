@@ -18,6 +18,7 @@ mod registry;
 pub mod routing;
 pub mod revisions;
 pub mod service_process;
+pub mod sla;
 
 pub use broker::{DeadLetter, Published};
 pub use registry::{HOSPITAL_A, HOSPITAL_B, HOSPITAL_C, test_registry, tokens};

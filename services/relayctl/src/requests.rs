@@ -97,3 +97,79 @@ pub async fn break_lock(
     tx.commit().await?;
     Ok(BreakLock::Released { holder })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn break_lock_needs_a_request_id_and_an_operator() {
+        let id = "6f1d8d1e-3c55-4c1e-9a43-2f6c1f0b7a10";
+        let cli = Cli::try_parse_from([
+            "relayctl",
+            "requests",
+            "break-lock",
+            id,
+            "--operator",
+            "zhang",
+            "--note",
+            "hung",
+        ])
+        .unwrap();
+        let Command::Requests(super::RequestsCommand::BreakLock {
+            id: parsed,
+            operator,
+            note,
+        }) = cli.command
+        else {
+            panic!("parsed as another command");
+        };
+        assert_eq!(
+            (
+                parsed.to_string().as_str(),
+                operator.as_str(),
+                note.as_str()
+            ),
+            (id, "zhang", "hung")
+        );
+        assert!(
+            Cli::try_parse_from([
+                "relayctl",
+                "requests",
+                "break-lock",
+                "not-a-uuid",
+                "--operator",
+                "x"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn sla_set_reads_durations() {
+        let cli = Cli::try_parse_from([
+            "relayctl",
+            "sla",
+            "set",
+            "--kind",
+            "ecg",
+            "--priority",
+            "stat",
+            "--target",
+            "10m",
+        ])
+        .unwrap();
+        let Command::Sla(crate::sla::SlaCommand::Set {
+            target,
+            at_risk,
+            frozen_section,
+            ..
+        }) = cli.command
+        else {
+            panic!("parsed as another command");
+        };
+        assert_eq!((target, at_risk, frozen_section), (600, None, false));
+    }
+}

@@ -286,3 +286,36 @@ pub fn render_ladder(steps: &[LadderStep]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_an_operator_writes_them() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("10m"), Ok(600));
+        assert_eq!(parse_duration("1h30m"), Ok(5_400));
+        assert_eq!(parse_duration("3d"), Ok(259_200));
+        assert_eq!(parse_duration("45"), Ok(45));
+        for bad in ["", "m", "10x", "1h30"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_print_in_the_largest_units() {
+        assert_eq!(format_duration(0.0), "0s");
+        assert_eq!(format_duration(450.0), "7m30s");
+        assert_eq!(format_duration(5_400.0), "1h30m");
+        assert_eq!(format_duration(259_200.0), "3d");
+    }
+
+    #[test]
+    fn a_contact_must_be_one_routing_key_word() {
+        assert!(check_contact("hunan-on-call").is_ok());
+        for bad in ["", "Head", "a.b", "-x", "page me"] {
+            assert!(check_contact(bad).is_err(), "{bad:?}");
+        }
+    }
+}
