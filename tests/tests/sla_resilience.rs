@@ -85,9 +85,13 @@ async fn an_escalation_that_locks_the_row_first_leaves_the_late_claim_a_stale_me
         .unwrap()
         .expect("step 1 is due");
     assert_eq!((due.request.id, due.step.step), (id, 1));
-    let escalation = dispatcher::clock::take_step(&mut clock, &relay.topology.names, &due)
+    let backup = store::registry::next_pool_of_request(&relay.db, id)
         .await
         .unwrap();
+    let escalation =
+        dispatcher::clock::take_step(&mut clock, &relay.topology.names, &due, backup.as_ref())
+            .await
+            .unwrap();
     assert_eq!(escalation.action, "rerouted_to_backup");
 
     // The primary pool's reviewer takes the old lane message; the claim waits for the row.

@@ -18,7 +18,7 @@ use crate::decide::{Declare, ensure_declared};
 use crate::{Context, SessionState};
 use bus::{Names, OutgoingMessage, messages};
 use contract::v1;
-use domain::{HospitalCode, RequestState};
+use domain::{HospitalCode, PoolCode, RequestState};
 use prost::Message as _;
 use std::time::Duration;
 use store::sla::{ClockRequest, DueStep};
@@ -103,16 +103,22 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         let Some(due) = store::sla::next_ladder_step(&mut tx).await? else {
             break;
         };
-        if due.step.action == "reroute_backup" && due.request.state == "routed" {
+        // Escalation climbs the same ladder as overflow: the request's route through today's
+        // registry, primary then backups in order.
+        let backup = match due.step.action.as_str() {
+            "reroute_backup" => {
+                store::registry::next_pool_of_request(&context.db, due.request.id).await?
+            }
+            _ => None,
+        };
+        if let Some(backup) = backup.as_ref().filter(|_| due.request.state == "routed") {
             // The backup pool's lanes exist before the copy is committed to the outbox, so it
             // can never be unroutable.
-            if let Some(backup) = store::sla::next_backup_pool(&mut tx, &due.request).await? {
-                ensure_declared(context, state, Declare::Lanes(&backup))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("declaring the lanes of pool {backup}"))?;
-            }
+            ensure_declared(context, state, Declare::Lanes(backup))
+                .await
+                .map_err(|_| anyhow::anyhow!("declaring the lanes of pool {backup}"))?;
         }
-        take_step(&mut tx, names, &due).await?;
+        take_step(&mut tx, names, &due, backup.as_ref()).await?;
         tx.commit().await?;
         actions += 1;
     }
@@ -182,11 +188,14 @@ pub struct Escalation {
 
 /// Runs one due ladder step for the locked request in the caller's transaction: the action, the
 /// step recorded, the `escalated` event, the origin's notice and the page, all in the outbox.
-/// Public so that tests can hold the transaction open against a racing claim.
+/// `backup` is the pool a `reroute_backup` step moves a waiting request to
+/// (`store::registry::next_pool_of_request`), `None` at the end of the ladder. Public so that
+/// tests can hold the transaction open against a racing claim.
 pub async fn take_step(
     conn: &mut sqlx::PgConnection,
     names: &Names,
     due: &DueStep,
+    backup: Option<&PoolCode>,
 ) -> sqlx::Result<Escalation> {
     let request = &due.request;
     let current = request.pool.clone().unwrap_or_default();
@@ -198,9 +207,9 @@ pub async fn take_step(
             pool: request.pool.clone(),
             paged: None,
         },
-        "reroute_backup" => match store::sla::next_backup_pool(conn, request).await? {
-            Some(backup) if store::sla::reroute(conn, request.id, &backup).await? => {
-                if let Some(copy) = store::sla::lane_copy(conn, names, request, &backup).await? {
+        "reroute_backup" => match backup {
+            Some(backup) if store::sla::reroute(conn, request.id, backup).await? => {
+                if let Some(copy) = store::sla::lane_copy(conn, names, request, backup).await? {
                     outgoing.push(copy);
                 }
                 Escalation {

@@ -189,45 +189,6 @@ pub async fn mark_step_done(conn: &mut PgConnection, id: Uuid, step: i32) -> sql
     Ok(())
 }
 
-/// The pool after `current` in the request's chain of pools: the pairing's primary pool, its
-/// backups by rank, then the province-wide backup pool for the kind. A department's pairing wins
-/// over the hospital's, as in routing. `None` when `current` is the last of the chain; when
-/// `current` is not in the chain (the registry changed), the first backup that is not `current`.
-///
-/// Merge note: the routing helper's `store::registry::route` returns `Route.backups`; this
-/// query can then give way to that list.
-pub async fn next_backup_pool(
-    conn: &mut PgConnection,
-    request: &ClockRequest,
-) -> sqlx::Result<Option<PoolCode>> {
-    let chain = sqlx::query_scalar!(
-        r#"with pairing as (
-               select id, primary_pool from pairings
-               where origin_hospital = $1 and kind = $2 and (department = $3 or department is null)
-               order by department is null limit 1
-           ),
-           chain as (
-               select 0 as position, primary_pool as pool from pairing
-               union all
-               select b.rank, b.pool_code from pairing_backups b join pairing p on p.id = b.pairing_id
-               union all
-               select 1000, pool_code from kind_backup_pools where kind = $2
-           )
-           select pool as "pool!" from chain order by position"#,
-        request.origin,
-        request.kind,
-        request.department,
-    )
-    .fetch_all(conn)
-    .await?;
-    let current = request.pool.as_deref().unwrap_or_default();
-    let next = match chain.iter().position(|pool| pool == current) {
-        Some(index) => chain[index + 1..].iter().find(|pool| *pool != current),
-        None => chain.iter().skip(1).find(|pool| *pool != current),
-    };
-    Ok(next.and_then(|pool| PoolCode::parse(pool).ok()))
-}
-
 /// Moves a waiting request to another pool. Only a `routed` request moves: the caller holds the
 /// row lock, so a reviewer's claim either committed before (state `claimed`, no move) or waits
 /// and then finds the request in the other pool (its lane message is stale).
