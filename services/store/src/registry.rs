@@ -189,19 +189,22 @@ pub async fn route(
                 backups,
             }));
     }
-    let backup = sqlx::query_scalar!(
+    Ok(kind_backup_pool(db, kind).await?.map(|pool| Route {
+        pool,
+        rule: RouteRule::KindBackup,
+        backups: Vec::new(),
+    }))
+}
+
+/// The province-wide backup pool for a kind, if the registry names one.
+async fn kind_backup_pool(db: &PgPool, kind: StudyKind) -> sqlx::Result<Option<PoolCode>> {
+    let pool = sqlx::query_scalar!(
         "select pool_code from kind_backup_pools where kind = $1",
         kind.as_str()
     )
     .fetch_optional(db)
     .await?;
-    Ok(backup
-        .and_then(|pool| PoolCode::parse(&pool).ok())
-        .map(|pool| Route {
-            pool,
-            rule: RouteRule::KindBackup,
-            backups: Vec::new(),
-        }))
+    Ok(pool.and_then(|pool| PoolCode::parse(&pool).ok()))
 }
 
 /// The route a stored request would take now (its origin, department, subspecialty and kind
@@ -231,25 +234,36 @@ pub async fn route_of_request(db: &PgPool, request: uuid::Uuid) -> sqlx::Result<
     .await
 }
 
-/// The pool a request escalates to from where it is now: along today's route of the request
-/// (primary, then the backups in order), the pool after the one the request is in. If the request
-/// is in a pool that is not on the route any more (the pairing was edited), the first pool of the
-/// route other than its own. `None` at the end of the ladder, or for an unknown request.
+/// The pool a request escalates to from where it is now: along today's ladder of the request
+/// (its route's primary, then the backups in order, then the province-wide backup pool for the
+/// kind), the pool after the one the request is in. If the request is in a pool that is not on
+/// the ladder any more (the pairing was edited), the first pool of the ladder other than its own.
+/// `None` at the end of the ladder, or for an unknown request.
 pub async fn next_pool_of_request(
     db: &PgPool,
     request: uuid::Uuid,
 ) -> sqlx::Result<Option<PoolCode>> {
-    let current = sqlx::query_scalar!(
-        "select pool_code from review_requests where id = $1",
+    let Some(stored) = sqlx::query!(
+        "select pool_code, kind from review_requests where id = $1",
         request
     )
     .fetch_optional(db)
     .await?
-    .flatten();
+    else {
+        return Ok(None);
+    };
+    let current = stored.pool_code;
     let Some(route) = route_of_request(db, request).await? else {
         return Ok(None);
     };
-    let ladder: Vec<PoolCode> = std::iter::once(route.pool).chain(route.backups).collect();
+    let province_wide = match StudyKind::parse(&stored.kind) {
+        Some(kind) => kind_backup_pool(db, kind).await?,
+        None => None,
+    };
+    let mut ladder: Vec<PoolCode> = std::iter::once(route.pool).chain(route.backups).collect();
+    if let Some(pool) = province_wide.filter(|pool| !ladder.contains(pool)) {
+        ladder.push(pool);
+    }
     let next = match ladder
         .iter()
         .position(|pool| Some(pool.as_str()) == current.as_deref())
