@@ -3,9 +3,10 @@
 
 pub mod critical;
 pub mod dead_letters;
+pub mod duration;
 pub mod pairing;
-pub mod second_reads;
 pub mod requests;
+pub mod second_reads;
 pub mod sla;
 pub mod status;
 

@@ -2,6 +2,7 @@
 //! edit is one transaction with its audit row (`registry_changes`); the dispatcher and the review
 //! desk read the registry for every request and claim, so nothing needs a restart.
 
+use crate::duration::{format_duration, parse_duration};
 use clap::{Args, Subcommand};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -180,48 +181,16 @@ pub fn parse_setting(text: &str) -> Result<Setting, String> {
     if matches!(text, "off" | "none" | "never") {
         return Ok(Setting::Off);
     }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("{text:?}: expected e.g. 90s, 5m, 4h, 2h30m or off")),
-        };
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?}: a number must come before each unit"))?;
-        total = value
-            .checked_mul(unit)
-            .and_then(|secs| total.checked_add(secs))
-            .ok_or_else(|| format!("{text:?}: too long"))?;
-        number.clear();
+    match parse_duration(text)? {
+        0 => Err(format!(
+            "{text:?}: a zero age would act on everything; say off instead"
+        )),
+        seconds => Ok(Setting::Set(Duration::from_secs(seconds))),
     }
-    if !number.is_empty() || total == 0 {
-        return Err(format!(
-            "{text:?}: expected a positive duration with units, e.g. 90s, 5m, 4h, 2h30m, or off"
-        ));
-    }
-    Ok(Setting::Set(Duration::from_secs(total)))
 }
 
 fn show(duration: Option<Duration>) -> String {
-    let Some(duration) = duration else {
-        return "off".into();
-    };
-    let secs = duration.as_secs();
-    match (secs / 3600, secs % 3600 / 60, secs % 60) {
-        (h, 0, 0) if h > 0 => format!("{h}h"),
-        (0, m, 0) => format!("{m}m"),
-        (h, m, 0) => format!("{h}h{m}m"),
-        _ => format!("{secs}s"),
-    }
+    duration.map_or_else(|| "off".into(), |d| format_duration(d.as_secs()))
 }
 
 fn render_pairings(pairings: &[registry_edits::Pairing]) -> String {

@@ -2,6 +2,7 @@
 //! ladder that runs after a breach, and pool heads). Changes apply at once: the dispatcher reads
 //! the tables on every insert (due time) and every clock tick (ladder).
 
+use crate::duration::{format_duration, parse_duration};
 use clap::Subcommand;
 use std::fmt::Write as _;
 use store::sla::LadderStep;
@@ -189,67 +190,6 @@ fn check_contact(contact: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `90s`, `10m`, `2h`, `3d`, `1h30m` (or plain seconds) into seconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(seconds);
-    }
-    let mut total = 0u64;
-    let mut number = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("unknown unit {c:?} in {text:?} (use s, m, h, d)")),
-        };
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("a number must come before {c:?} in {text:?}"))?;
-        total = value
-            .checked_mul(unit)
-            .and_then(|part| total.checked_add(part))
-            .ok_or_else(|| format!("{text:?} is too long"))?;
-        number.clear();
-    }
-    if !number.is_empty() || text.is_empty() {
-        return Err(format!("{text:?} needs a unit (e.g. 10m, 2h)"));
-    }
-    Ok(total)
-}
-
-/// Seconds as `1h30m`, `10m`, `45s`.
-pub fn format_duration(seconds: f64) -> String {
-    let seconds = seconds.round() as u64;
-    if seconds == 0 {
-        return "0s".into();
-    }
-    let mut out = String::new();
-    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-        let amount = part(seconds, size);
-        if amount > 0 {
-            let _ = write!(out, "{amount}{unit}");
-        }
-    }
-    out
-}
-
-/// The `size` part of `seconds` once larger units are taken out.
-fn part(seconds: u64, size: u64) -> u64 {
-    match size {
-        86_400 => seconds / 86_400,
-        3600 => seconds % 86_400 / 3600,
-        60 => seconds % 3600 / 60,
-        _ => seconds % 60,
-    }
-}
-
 pub fn render_policies(policies: &[Policy]) -> String {
     let mut out = format!(
         "{:<10} {:<8} {:<7} {:>10} {:>10}\n",
@@ -262,8 +202,8 @@ pub fn render_policies(policies: &[Policy]) -> String {
             policy.kind,
             policy.priority,
             if policy.frozen_section { "yes" } else { "" },
-            format_duration(policy.target_seconds),
-            format_duration(policy.at_risk_seconds),
+            format_duration(policy.target_seconds.round() as u64),
+            format_duration(policy.at_risk_seconds.round() as u64),
         );
     }
     out
@@ -279,7 +219,7 @@ pub fn render_ladder(steps: &[LadderStep]) -> String {
             out,
             "{:<5} {:>12} {:<16} {}",
             step.step,
-            format_duration(step.delay_seconds),
+            format_duration(step.delay_seconds.round() as u64),
             step.action,
             step.contact.as_deref().unwrap_or("-"),
         );
@@ -290,26 +230,6 @@ pub fn render_ladder(steps: &[LadderStep]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_as_an_operator_writes_them() {
-        assert_eq!(parse_duration("90s"), Ok(90));
-        assert_eq!(parse_duration("10m"), Ok(600));
-        assert_eq!(parse_duration("1h30m"), Ok(5_400));
-        assert_eq!(parse_duration("3d"), Ok(259_200));
-        assert_eq!(parse_duration("45"), Ok(45));
-        for bad in ["", "m", "10x", "1h30"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn durations_print_in_the_largest_units() {
-        assert_eq!(format_duration(0.0), "0s");
-        assert_eq!(format_duration(450.0), "7m30s");
-        assert_eq!(format_duration(5_400.0), "1h30m");
-        assert_eq!(format_duration(259_200.0), "3d");
-    }
 
     #[test]
     fn a_contact_must_be_one_routing_key_word() {

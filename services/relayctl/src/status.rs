@@ -94,9 +94,9 @@ pub async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String
         writeln!(out, "  none")?;
     }
     for lane in lanes {
-        let oldest = lane
-            .oldest_routed_at
-            .map_or("-".to_owned(), |at| format!("{} s", (now - at).num_seconds()));
+        let oldest = lane.oldest_routed_at.map_or("-".to_owned(), |at| {
+            format!("{} s", (now - at).num_seconds())
+        });
         writeln!(
             out,
             "  {:<16} {:<8} {:>6} waiting (oldest {oldest:>7}) {:>4} in reading | {:>4} at risk {:>4} overdue",
@@ -130,16 +130,19 @@ pub async fn render(broker: &BrokerConfig, db: &PgPool) -> anyhow::Result<String
 
     let critical = store::status::critical_summary(db).await?;
     writeln!(out, "\ncritical values (危急值; relayctl critical)")?;
-    let oldest = critical
-        .oldest_open_at
-        .map_or("-".to_owned(), |at| format!("{} s", (now - at).num_seconds()));
+    let oldest = critical.oldest_open_at.map_or("-".to_owned(), |at| {
+        format!("{} s", (now - at).num_seconds())
+    });
     let median = critical
         .median_minutes_to_acknowledge_24h
         .map_or("-".to_owned(), |minutes| format!("{minutes:.1} min"));
     writeln!(
         out,
         "  open {} (oldest {oldest}, {} past acknowledge-by) | acknowledged in the last 24 h {}, median {median}, read-back mismatches {}",
-        critical.open, critical.overdue, critical.acknowledged_24h, critical.read_back_mismatches_24h
+        critical.open,
+        critical.overdue,
+        critical.acknowledged_24h,
+        critical.read_back_mismatches_24h
     )?;
 
     let second_reads = store::status::second_read_summary(db).await?;

@@ -7,12 +7,11 @@
 //! (routine → urgent → asap → stat); from there the next level's promotion age is added, and so
 //! on: with the defaults (routine 2 h, urgent 1 h, asap 20 min) a routine request counts as
 //! urgent after 2 h, as asap after 3 h and as stat after 3 h 20 min. Lanes are offered by that
-//! effective level, most urgent first. At the same level a lane native to that level goes before
-//! a promoted one — a STAT request is never kept waiting by aged work, an aged routine request
-//! goes before everything less urgent than its effective level — and among promoted lanes the
-//! one whose oldest request waited longer goes first. Ties keep the lanes' own order. A lane with
-//! nothing waiting keeps its own level (its expired leases are still taken over in that order).
-//! Routine work is therefore never starved unless requests of a more urgent level alone fill
+//! effective level, most urgent first; at the same level the lane whose oldest request waited
+//! longer goes first — except at stat level, where the STAT lane always goes before lanes
+//! promoted to it: a STAT request is never kept waiting by aged work. Ties keep the lanes' own
+//! order. A lane with nothing waiting keeps its own level (its expired leases are still taken
+//! over in that order). Routine work is therefore never starved unless STAT requests alone fill
 //! every reviewer's day, in which case they must come first.
 
 use domain::Priority;
@@ -21,8 +20,8 @@ use store::lanes::LaneWait;
 
 /// The lanes in the order the desk offers them.
 pub(crate) fn claim_order(waits: &[LaneWait]) -> Vec<Priority> {
-    // Sorted by effective level, then native before promoted, then longer wait among the
-    // promoted (a native lane's wait does not reorder it: lanes are distinct levels).
+    // Sorted by effective level, then (at stat level only) the STAT lane before promoted ones,
+    // then the longer wait.
     let mut lanes: Vec<(usize, bool, Reverse<std::time::Duration>, Priority)> =
         Priority::LANES_MOST_URGENT_FIRST
             .into_iter()
@@ -30,8 +29,9 @@ pub(crate) fn claim_order(waits: &[LaneWait]) -> Vec<Priority> {
                 |priority| match waits.iter().find(|w| w.priority == priority) {
                     Some(wait) => {
                         let effective = effective_level(wait, waits);
-                        let promoted = effective < level(priority);
-                        (effective, promoted, Reverse(wait.waited), priority)
+                        // Only at stat level does a native lane go before a promoted one.
+                        let promoted_to_stat = effective == 0 && level(priority) > 0;
+                        (effective, promoted_to_stat, Reverse(wait.waited), priority)
                     }
                     None => (
                         level(priority),
@@ -43,7 +43,10 @@ pub(crate) fn claim_order(waits: &[LaneWait]) -> Vec<Priority> {
             )
             .collect();
     lanes.sort();
-    lanes.into_iter().map(|(_, _, _, priority)| priority).collect()
+    lanes
+        .into_iter()
+        .map(|(_, _, _, priority)| priority)
+        .collect()
 }
 
 /// 0 for stat … 3 for routine.
@@ -145,7 +148,10 @@ mod tests {
             claim_order(&waits(1, 0, 0, 201)),
             [Stat, Routine, Asap, Urgent]
         );
-        assert_eq!(claim_order(&waits(0, 5, 0, 201)), [Stat, Routine, Asap, Urgent]);
+        assert_eq!(
+            claim_order(&waits(0, 5, 0, 201)),
+            [Stat, Routine, Asap, Urgent]
+        );
         // Two promoted lanes at one level: the longer wait first.
         assert_eq!(
             claim_order(&waits(1, 0, 100, 201)),
