@@ -243,9 +243,15 @@ pub(crate) fn addendum_text(kind: StudyKind) -> &'static str {
 /// What a reviewer corrects in a signed report.
 pub(crate) fn amendment_text(kind: StudyKind) -> &'static str {
     match kind {
-        StudyKind::Ecg => "QTc re-measured manually in lead II: corrected value within normal limits.",
-        StudyKind::Imaging => "Laterality corrected: the finding is in the left, not the right, lobe.",
-        StudyKind::Pathology => "Margin status corrected on review of the remaining slides: margins clear.",
+        StudyKind::Ecg => {
+            "QTc re-measured manually in lead II: corrected value within normal limits."
+        }
+        StudyKind::Imaging => {
+            "Laterality corrected: the finding is in the left, not the right, lobe."
+        }
+        StudyKind::Pathology => {
+            "Margin status corrected on review of the remaining slides: margins clear."
+        }
     }
 }
 

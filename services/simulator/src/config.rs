@@ -189,7 +189,10 @@ impl Config {
         }
         for (setting, seconds) in [
             ("sim_critical_ack_seconds", self.sim_critical_ack_seconds),
-            ("sim_missed_critical_seconds", self.sim_missed_critical_seconds),
+            (
+                "sim_missed_critical_seconds",
+                self.sim_missed_critical_seconds,
+            ),
         ] {
             if !(seconds.is_finite() && (0.0..=86_400.0).contains(&seconds)) {
                 return Err(invalid(setting, "must be 0 to 86400 seconds"));

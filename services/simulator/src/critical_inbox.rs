@@ -151,7 +151,11 @@ async fn handle(
 /// people do, which the relay records as a read-back that does not match.
 fn read_back(finding: &str) -> String {
     if rand::rng().random_bool(0.05) {
-        finding.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        finding
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
     } else {
         finding.to_owned()
     }

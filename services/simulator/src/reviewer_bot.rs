@@ -8,9 +8,9 @@
 use crate::Simulation;
 use crate::catalog::Catalog;
 use crate::clinical;
+use crate::desk_client::{DeskClient, DeskError, SecondReadItem, WorkItem};
 use crate::ids;
 use crate::progress::Stats;
-use crate::desk_client::{DeskClient, DeskError, SecondReadItem, WorkItem};
 use crate::second_reader;
 use chrono::Utc;
 use domain::StudyKind;

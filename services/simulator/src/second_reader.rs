@@ -41,7 +41,16 @@ pub(crate) async fn read(sim: &Simulation, desk: &DeskClient<'_>, item: SecondRe
         other => other.to_string(),
     };
     let path = format!("/v1/second-reads/{id}/verdict");
-    if submit(sim, desk, &item.request.request_id, "second read", &path, &body).await {
+    if submit(
+        sim,
+        desk,
+        &item.request.request_id,
+        "second read",
+        &path,
+        &body,
+    )
+    .await
+    {
         Stats::add(if discordant {
             &sim.stats.second_reads_discordant
         } else {
