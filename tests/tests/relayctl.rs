@@ -167,6 +167,22 @@ async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_sta
     })
     .await;
 
+    // One of the three is past its due time, one only past its at-risk mark.
+    sqlx::query!(
+        r#"update review_requests set due_at = now() - interval '1 minute'
+           where id = (select id from review_requests order by received_at limit 1)"#
+    )
+    .execute(&relay.db)
+    .await
+    .unwrap();
+    sqlx::query!(
+        r#"update review_requests set at_risk_at = now() - interval '1 minute'
+           where id = (select id from review_requests where due_at > now() order by received_at limit 1)"#
+    )
+    .execute(&relay.db)
+    .await
+    .unwrap();
+
     let text = relayctl::status::render(&relay.broker_config, &relay.db)
         .await
         .unwrap();
@@ -182,7 +198,19 @@ async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_sta
         "{lane_line}"
     );
     let waiting = line_with("xy-ecg           routine");
-    assert!(waiting.contains("3 waiting, oldest"), "{waiting}");
+    assert!(waiting.contains("3 waiting (oldest"), "{waiting}");
+    assert!(waiting.contains("0 in reading"), "{waiting}");
+    assert!(
+        waiting.contains("1 at risk") && waiting.contains("1 overdue"),
+        "{waiting}"
+    );
+    let clock = line_with("open: ");
+    assert!(
+        clock.contains("1 at risk, 1 overdue, 0 escalated"),
+        "{clock}"
+    );
+    let critical = line_with("acknowledged in the last 24 h");
+    assert!(critical.contains("open 0"), "{critical}");
     let row = |first_word: &str| {
         text.lines()
             .find(|line| line.split_whitespace().next() == Some(first_word))
