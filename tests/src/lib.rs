@@ -15,8 +15,8 @@ pub mod private_broker;
 pub mod private_cluster;
 pub mod private_postgres;
 mod registry;
-pub mod routing;
 pub mod revisions;
+pub mod routing;
 pub mod service_process;
 pub mod sla;
 

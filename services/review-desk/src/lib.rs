@@ -19,10 +19,10 @@ mod aging;
 mod api;
 mod broker;
 mod error;
+mod leases;
 mod reports;
 mod revisions;
 mod second_reads;
-mod leases;
 mod view;
 mod worklist;
 

@@ -76,16 +76,19 @@ pub(crate) async fn next(
     else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let request = view::claimed_request(&store::review::ClaimedRequest {
-        id: claimed.request_uuid,
-        origin: claimed.origin,
-        request_id: claimed.request_id,
-        priority: claimed.priority,
-        kind: claimed.kind,
-        correlation_id: claimed.correlation_id,
-        claim_expires_at: claimed.lease_expires_at,
-        body: claimed.body,
-    }, store::sla::ClaimContext::default())?;
+    let request = view::claimed_request(
+        &store::review::ClaimedRequest {
+            id: claimed.request_uuid,
+            origin: claimed.origin,
+            request_id: claimed.request_id,
+            priority: claimed.priority,
+            kind: claimed.kind,
+            correlation_id: claimed.correlation_id,
+            claim_expires_at: claimed.lease_expires_at,
+            body: claimed.body,
+        },
+        store::sla::ClaimContext::default(),
+    )?;
     tx.commit().await?;
     tracing::info!(second_read = claimed.id, request_uuid = %claimed.request_uuid, reviewer = reviewer.id,
         version = claimed.report_version, "second read claimed");
