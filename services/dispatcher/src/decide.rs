@@ -431,18 +431,16 @@ async fn accept(
                 actor: "service:dispatcher".into(),
                 ..fact(
                     RequestState::Routed,
-                    match &placement.overflow {
-                        None => format!(
-                            "routed by {} to pool {pool} lane {}{resubmission_note}",
-                            route.rule.as_str(),
-                            request.priority
-                        ),
-                        Some(overflow) => format!(
-                            "routed by {} to pool {pool} lane {}; {overflow}{resubmission_note}",
-                            route.rule.as_str(),
-                            request.priority
-                        ),
-                    },
+                    format!(
+                        "routed by {} to pool {pool} lane {}{}{resubmission_note}",
+                        route.rule.as_str(),
+                        request.priority,
+                        placement
+                            .overflow
+                            .as_ref()
+                            .map(|why| format!("; {why}"))
+                            .unwrap_or_default()
+                    ),
                 )
             };
             let mut messages = vec![

@@ -130,16 +130,12 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         declared: Mutex::new(HashSet::new()),
     });
 
-    // The outbox relay outlives the consumer by a little: it stops only after the consumer has
-    // drained, so everything committed is published before the process exits.
-    let relay_stop = CancellationToken::new();
     let relay = OutboxRelay::new(
         context.db.clone(),
         publisher,
         context.outbox_wake.clone(),
         names.dead_letter_exchange(),
     );
-    let mut relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     // The SLA clock runs with the session (it declares backup lanes on its connection) and
     // stops with it, whichever way the session ends.
     let clock_stop = context.shutdown.child_token();
@@ -163,20 +159,16 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
             async move { handle(&context, &state, delivery).await }
         },
     );
-
-    tokio::select! {
-        finished = deliveries => finished?,
-        relay_ended = &mut relay_task => {
-            relay_ended??;
-            anyhow::bail!("outbox relay stopped unexpectedly");
-        }
-    }
-    // Drained: no delivery is in flight and the clock has stopped (shutdown). Let the relay
-    // publish what is left, then close.
-    clock_stop.cancel();
-    clock_task.await?;
-    relay_stop.cancel();
-    relay_task.await??;
+    // The outbox relay outlives the consumer and the clock: once no delivery is in flight and
+    // the clock has stopped, it publishes what is left, then the session closes.
+    relay
+        .publish_while(async {
+            deliveries.await?;
+            clock_stop.cancel();
+            clock_task.await?;
+            Ok(())
+        })
+        .await?;
     channel.close(200, "draining".into()).await.ok();
     connection.close(200, "draining".into()).await.ok();
     tracing::info!("dispatcher drained");

@@ -8,7 +8,6 @@ use bus::lapin::Connection;
 use std::sync::Arc;
 use store::outbox::OutboxRelay;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// Runs until shutdown, then lets the relay publish everything committed before returning.
 pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> anyhow::Result<()> {
@@ -20,16 +19,12 @@ pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> any
     )
     .await?;
     let wake = Arc::new(Notify::new());
-    // The relay outlives the consumer and the clock: it stops only after they have drained.
-    let relay_stop = CancellationToken::new();
     let relay = OutboxRelay::new(
         context.db.clone(),
         publisher,
         wake.clone(),
         names.dead_letter_exchange(),
     );
-    let mut relay_task = tokio::spawn(relay.run(relay_stop.clone()));
-
     let channel = connection.create_channel().await?;
     let queue = names.recorder_acknowledgements_queue();
     let acknowledgements = bus::consume_until(
@@ -44,15 +39,13 @@ pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> any
         },
     );
     let clock = critical_clock::run(&context, &wake);
-    tokio::select! {
-        finished = async { tokio::try_join!(acknowledgements, clock) } => { finished?; }
-        relay_ended = &mut relay_task => {
-            relay_ended??;
-            anyhow::bail!("the recorder's outbox relay stopped unexpectedly");
-        }
-    }
-    relay_stop.cancel();
-    relay_task.await??;
+    // The relay outlives the consumer and the clock: it stops only after they have drained.
+    relay
+        .publish_while(async {
+            tokio::try_join!(acknowledgements, clock)?;
+            Ok(())
+        })
+        .await?;
     channel.close(200, "draining".into()).await.ok();
     Ok(())
 }

@@ -70,31 +70,29 @@ pub(crate) fn start(
                 let declaring = connection.create_channel().await?;
                 topology.declare_core(&declaring).await?;
                 let publisher = Publisher::open(&connection, "review-desk", confirm_timeout).await?;
-                let relay_stop = CancellationToken::new();
                 let relay = OutboxRelay::new(db, publisher.clone(), wake, topology.names.dead_letter_exchange());
-                let mut relay_task = tokio::spawn(relay.run(relay_stop.clone()));
                 let channel = connection.create_channel().await?;
                 sender.send_replace(Some(Live { channel, publisher }));
                 let mut events = connection.events_listener();
-                let outcome = loop {
-                    tokio::select! {
-                        event = events.next() => match event {
-                            Some(Event::Error(error)) => break Err(anyhow::Error::new(error).context("broker connection failed")),
-                            Some(_) => continue,
-                            None => break Err(anyhow::anyhow!("broker connection closed")),
-                        },
-                        relay_ended = &mut relay_task => {
-                            relay_ended??;
-                            break Err(anyhow::anyhow!("outbox relay stopped unexpectedly"));
+                // The desk's handlers commit to the outbox; the relay publishes it for as long as
+                // the connection lives, and what is left once asked to stop.
+                let outcome = relay
+                    .publish_while(async {
+                        tokio::select! {
+                            failed = async {
+                                loop {
+                                    match events.next().await {
+                                        Some(Event::Error(error)) => break anyhow::Error::new(error).context("broker connection failed"),
+                                        Some(_) => continue,
+                                        None => break anyhow::anyhow!("broker connection closed"),
+                                    }
+                                }
+                            } => Err(failed),
+                            _ = stop.cancelled() => Ok(Session::Drained),
                         }
-                        _ = stop.cancelled() => break Ok(Session::Drained),
-                    }
-                };
+                    })
+                    .await;
                 sender.send_replace(None);
-                relay_stop.cancel();
-                if !relay_task.is_finished() {
-                    relay_task.await??;
-                }
                 connection.close(200, "review desk stopping".into()).await.ok();
                 outcome
             }

@@ -68,6 +68,38 @@ impl OutboxRelay {
         }
     }
 
+    /// Runs `work` (a session's consumers and clocks) with this relay publishing alongside it,
+    /// and keeps the relay going until `work` has finished, so everything `work` committed is
+    /// published before this returns. A relay that fails first (the broker went away) ends the
+    /// session with that error; `work` failing stops the relay at once.
+    pub async fn publish_while<T>(
+        self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let stop = CancellationToken::new();
+        let mut relay = tokio::spawn(self.run(stop.clone()));
+        let finished = tokio::select! {
+            finished = work => finished,
+            ended = &mut relay => {
+                ended??;
+                anyhow::bail!("outbox relay stopped unexpectedly");
+            }
+        };
+        stop.cancel();
+        match finished {
+            Ok(value) => {
+                relay.await??;
+                Ok(value)
+            }
+            Err(error) => {
+                // The session is failing (usually the broker): nothing is gained by waiting for
+                // confirms that will not come; unpublished rows stay in the outbox.
+                relay.abort();
+                Err(error)
+            }
+        }
+    }
+
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RelayError> {
         let mut database_failures = 0u32;
         loop {
