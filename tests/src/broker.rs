@@ -385,6 +385,10 @@ pub struct NamespaceCleanup {
     /// The services' shutdown: cancelled first, so that no service re-declares a queue after
     /// its consumer was cancelled by the deletion.
     services: tokio_util::sync::CancellationToken,
+    /// The services' tasks, aborted before the deletion. Cancelling alone is not enough: a
+    /// session still starting up would go on to re-declare the core queues after they were
+    /// deleted, because it checks the token only once it consumes.
+    tasks: Vec<tokio::task::AbortHandle>,
     armed: bool,
 }
 
@@ -395,12 +399,18 @@ impl TestBroker {
             queues: self.queues.clone(),
             exchanges: exchanges_of(&self.topology.names),
             services,
+            tasks: Vec::new(),
             armed: true,
         }
     }
 }
 
 impl NamespaceCleanup {
+    /// Aborts these tasks, if the guard fires, before it deletes anything.
+    pub fn abort_on_drop(&mut self, tasks: impl IntoIterator<Item = tokio::task::AbortHandle>) {
+        self.tasks.extend(tasks);
+    }
+
     /// The test cleaned up after itself.
     pub fn disarm(&mut self) {
         self.armed = false;
@@ -413,6 +423,9 @@ impl Drop for NamespaceCleanup {
             return;
         }
         self.services.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
         let url = self.amqp_url.clone();
         let queues = self
             .queues

@@ -191,7 +191,7 @@ impl TestRelay {
         let first_node = amqp_url.split(',').next().unwrap_or(amqp_url).trim();
         let broker = broker::TestBroker::connect(first_node, topology.clone()).await;
         let shutdown = CancellationToken::new();
-        let cleanup = broker.cleanup_guard(shutdown.clone());
+        let mut cleanup = broker.cleanup_guard(shutdown.clone());
         broker.declare_for_registry(registry).await;
         // What every in-process service runs with: this relay's broker and namespace, JSON logs.
         let service_config = || runtime::ServiceConfig {
@@ -247,6 +247,7 @@ impl TestRelay {
             )),
         ));
 
+        cleanup.abort_on_drop(services.iter().map(|(_, task)| task.abort_handle()));
         let relay = Self {
             db,
             topology,
