@@ -1,5 +1,8 @@
 //! Reading the services' `/metrics` in tests: a small parser of the text exposition, enough to
-//! ask "what is this counter now" and "which families does this service expose".
+//! ask "what is this counter now" and "which families does this service expose", and waits for
+//! a metric to reach a value.
+
+use crate::TestRelay;
 
 /// Which service to scrape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +137,65 @@ pub async fn scrape(http: &reqwest::Client, base: &str) -> Scrape {
         .unwrap_or_else(|e| panic!("GET {base}/metrics: {e}"));
     assert_eq!(response.status().as_u16(), 200, "GET {base}/metrics");
     Scrape::parse(&response.text().await.unwrap_or_default())
+}
+
+/// Waits until `name{labels}` at `base` reads `expected`, then returns the whole scrape.
+pub async fn wait_for_value(
+    relay: &TestRelay,
+    base: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+    expected: f64,
+) -> Scrape {
+    let mut last = 0.0;
+    let found = tokio::time::timeout(crate::DEADLINE, async {
+        loop {
+            let scrape = scrape(&relay.http, base).await;
+            last = scrape.value(name, labels);
+            if last == expected {
+                return scrape;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+    found
+        .unwrap_or_else(|_| panic!("{name}{labels:?} at {base} stayed {last}, expected {expected}"))
+}
+
+/// The base URL of one of the relay's in-process services.
+pub fn url(relay: &TestRelay, service: Service) -> String {
+    match service {
+        Service::Desk => relay.desk_url.clone(),
+        Service::Dispatcher => relay.dispatcher_url.clone().unwrap(),
+        Service::Recorder => relay.recorder_url.clone().unwrap(),
+    }
+}
+
+/// As [`wait_for_value`], for one of the relay's in-process services.
+pub async fn wait_metric(
+    relay: &TestRelay,
+    service: Service,
+    name: &str,
+    labels: &[(&str, &str)],
+    expected: f64,
+) -> Scrape {
+    wait_for_value(relay, &url(relay, service), name, labels, expected).await
+}
+
+/// The sum of `name{labels}` over the three services: publishes are counted by whichever
+/// service's outbox relay took the row (they share the outbox).
+pub async fn total(relay: &TestRelay, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for service in [Service::Desk, Service::Dispatcher, Service::Recorder] {
+        sum += relay.scrape(service).await.value(name, labels);
+    }
+    sum
+}
+
+/// The HTTP status `GET url` answers.
+pub async fn status_of(relay: &TestRelay, url: &str) -> u16 {
+    relay.http.get(url).send().await.unwrap().status().as_u16()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! Metrics and health endpoints (`docs/metrics.md`): every metric moves when, and only when, its
-//! event happens in the real relay, by exactly as much as the event says; gauges come back down;
-//! `/ready` tells the truth; and the catalogue in the docs is exactly what the services expose.
+//! Metrics (`docs/metrics.md`): every metric moves when, and only when, its event happens in the
+//! real relay, by exactly as much as the event says, and gauges come back down. The catalogue's
+//! agreement with the exposition and `/ready` are in `metrics_catalogue.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use store::dead_letters::Selection;
 use tests::critical::{acknowledgement, critical_report, next_critical, publish_acknowledgement};
 use tests::fixtures::{ecg_request, imaging_request};
-use tests::metrics::{Scrape, Service};
+use tests::metrics::{Service, status_of, total, url, wait_for_value, wait_metric};
 use tests::sla::{
     OwnDispatcher, expire_lease, pass_at_risk_mark, pass_due_time, publish_ecg,
     relay_without_dispatcher, wait_for_row,
@@ -18,63 +18,6 @@ use tests::sla::{
 use tests::{
     HOSPITAL_A, HOSPITAL_C, TestRelay, report_body, test_registry, tokens, wait_for, wait_until,
 };
-
-/// Waits until `name{labels}` at `base` reads `expected`, then returns the whole scrape.
-async fn wait_for_value(
-    relay: &TestRelay,
-    base: &str,
-    name: &str,
-    labels: &[(&str, &str)],
-    expected: f64,
-) -> Scrape {
-    let mut last = 0.0;
-    let found = tokio::time::timeout(tests::DEADLINE, async {
-        loop {
-            let scrape = tests::metrics::scrape(&relay.http, base).await;
-            last = scrape.value(name, labels);
-            if last == expected {
-                return scrape;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-        }
-    })
-    .await;
-    found
-        .unwrap_or_else(|_| panic!("{name}{labels:?} at {base} stayed {last}, expected {expected}"))
-}
-
-fn url(relay: &TestRelay, service: Service) -> String {
-    match service {
-        Service::Desk => relay.desk_url.clone(),
-        Service::Dispatcher => relay.dispatcher_url.clone().unwrap(),
-        Service::Recorder => relay.recorder_url.clone().unwrap(),
-    }
-}
-
-/// As [`wait_for_value`], for one of the relay's in-process services.
-async fn wait_metric(
-    relay: &TestRelay,
-    service: Service,
-    name: &str,
-    labels: &[(&str, &str)],
-    expected: f64,
-) -> Scrape {
-    wait_for_value(relay, &url(relay, service), name, labels, expected).await
-}
-
-/// The sum of `name{labels}` over the three services: publishes are counted by whichever
-/// service's outbox relay took the row (they share the outbox).
-async fn total(relay: &TestRelay, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for service in [Service::Desk, Service::Dispatcher, Service::Recorder] {
-        sum += relay.scrape(service).await.value(name, labels);
-    }
-    sum
-}
-
-async fn status_of(relay: &TestRelay, url: &str) -> u16 {
-    relay.http.get(url).send().await.unwrap().status().as_u16()
-}
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn one_request_end_to_end_moves_each_counter_of_every_service_exactly_once(db: PgPool) {
@@ -707,119 +650,5 @@ async fn a_critical_value_is_counted_reminded_and_its_acknowledgement_time_obser
         1.0
     );
     assert_eq!(desk.value("telerelay_reports_total", &[]), 2.0);
-    relay.stop().await;
-}
-
-#[sqlx::test(migrator = "store::MIGRATOR")]
-async fn a_lost_consumer_is_a_reconnect_and_the_service_is_ready_again(db: PgPool) {
-    let relay = TestRelay::start(db).await;
-    // Deleting its queue makes the broker cancel the dispatcher's consumer: the session ends and
-    // the supervisor reconnects, declaring the queue again.
-    relay
-        .broker
-        .delete_queue(&relay.topology.names.dispatcher_queue())
-        .await;
-    let scrape = wait_metric(
-        &relay,
-        Service::Dispatcher,
-        "telerelay_broker_reconnects_total",
-        &[],
-        1.0,
-    )
-    .await;
-    assert_eq!(scrape.value("telerelay_broker_reconnects_total", &[]), 1.0);
-    let base = url(&relay, Service::Dispatcher);
-    wait_until("the dispatcher to be ready again", || async {
-        status_of(&relay, &format!("{base}/ready")).await == 200
-    })
-    .await;
-    wait_metric(
-        &relay,
-        Service::Dispatcher,
-        "telerelay_broker_session_up",
-        &[],
-        1.0,
-    )
-    .await;
-    // And it works: a request is routed.
-    publish_ecg(&relay, "ECG-METRICS-AGAIN", v1::Priority::Asap).await;
-    relay.stop().await;
-}
-
-/// The metric tables of `docs/metrics.md`'s catalogue: (name, type).
-fn catalogue() -> Vec<(String, String)> {
-    let doc = include_str!("../../docs/metrics.md");
-    let catalogue = doc
-        .split("## Catalogue")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("docs/metrics.md has a Catalogue section");
-    catalogue
-        .lines()
-        .filter_map(|line| {
-            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
-            Some((name.to_owned(), (*cells.get(2)?).to_owned()))
-        })
-        .collect()
-}
-
-#[sqlx::test(migrator = "store::MIGRATOR")]
-async fn every_metric_of_the_catalogue_is_exposed_with_its_type_and_no_other(db: PgPool) {
-    let catalogue = catalogue();
-    assert!(catalogue.len() >= 30, "catalogue read: {catalogue:?}");
-    // A short run that makes every labelled family show a sample: a critical request reported,
-    // delivered and acknowledged; a refusal and its dead letter; a return; an SLA breach.
-    let relay = TestRelay::start(db).await;
-    critical_report(&relay, "ECG-METRICS-CAT").await;
-    let notification = next_critical(&relay, HOSPITAL_A).await;
-    let ack = acknowledgement(&notification, HOSPITAL_A, "acute inferior STEMI");
-    publish_acknowledgement(&relay, HOSPITAL_A, prost::Message::encode_to_vec(&ack)).await;
-    relay
-        .broker
-        .publish_bytes("HN-HH-001.ecg", b"not protobuf".to_vec(), Some("guest"))
-        .await;
-    relay.next_dead_letter().await;
-    let returned = publish_ecg(&relay, "ECG-METRICS-CAT-RET", v1::Priority::Routine).await;
-    relay.claim_next(tokens::ECG).await;
-    let (status, _) = relay
-        .return_request(tokens::ECG, &returned.to_string(), "wrong_service")
-        .await;
-    assert_eq!(status, 200);
-    let late = publish_ecg(&relay, "ECG-METRICS-CAT-LATE", v1::Priority::Asap).await;
-    pass_due_time(&relay.db, late).await;
-    for (service, name) in [
-        (Service::Recorder, "telerelay_critical_ack_seconds_count"),
-        (Service::Recorder, "telerelay_returns_total"),
-        (Service::Recorder, "telerelay_dead_letters_unreplayed"),
-        (Service::Dispatcher, "telerelay_escalations_total"),
-    ] {
-        wait_metric(&relay, service, name, &[], 1.0).await;
-    }
-
-    let mut exposed = Vec::new();
-    for service in [Service::Desk, Service::Dispatcher, Service::Recorder] {
-        exposed.extend(relay.scrape(service).await.families);
-    }
-    // Counters are named without `_total` in `# TYPE` (their samples carry it).
-    let family_of = |name: &str, kind: &str| match kind {
-        "counter" => name.strip_suffix("_total").unwrap_or(name).to_owned(),
-        _ => name.to_owned(),
-    };
-    for (name, kind) in &catalogue {
-        let family = family_of(name, kind);
-        assert!(
-            exposed.iter().any(|(f, k)| *f == family && k == kind),
-            "{name} ({kind}) is in docs/metrics.md but no service exposes it; exposed: {exposed:?}"
-        );
-    }
-    for (family, kind) in exposed.iter().filter(|(f, _)| f.starts_with("telerelay_")) {
-        assert!(
-            catalogue
-                .iter()
-                .any(|(name, k)| family_of(name, k) == *family && k == kind),
-            "{family} ({kind}) is exposed but not in docs/metrics.md's catalogue"
-        );
-    }
     relay.stop().await;
 }

@@ -4,7 +4,6 @@
 //! origin, broker-verified sender, a pool to route to. The first failure is the reason the
 //! sender is told.
 
-use crate::metrics::{DispatcherMetrics, Duplicate, Reason, Routed};
 use crate::overflow::Placement;
 use crate::resubmission;
 use crate::{Context, SessionState};
@@ -224,14 +223,7 @@ pub(crate) async fn process(
     };
     let request = match domain::wire::review_request_from_wire(wire, now) {
         Ok(request) => {
-            context
-                .metrics
-                .received
-                .get_or_create(&DispatcherMetrics::kind_priority(
-                    request.kind().as_str(),
-                    request.priority.as_str(),
-                ))
-                .inc();
+            context.metrics.received(&request);
             request
         }
         Err(rejection) => {
@@ -500,25 +492,18 @@ async fn accept(
             context.outbox_wake.notify_one();
             context
                 .metrics
-                .routed
-                .get_or_create(&Routed {
-                    kind: request.kind().as_str().to_owned(),
-                    priority: request.priority.as_str().to_owned(),
-                    pool: pool.to_string(),
-                    overflow: placement.overflow.is_some(),
-                })
-                .inc();
+                .routed(request, pool, placement.overflow.is_some());
             tracing::info!(request_uuid = %id, correlation_id, origin = %request.origin, pool = %pool,
                 overflow = placement.overflow.as_deref().unwrap_or(""), priority = %request.priority, kind = %request.kind(), "request routed");
             Ok(())
         }
         Acceptance::Duplicate { existing } => {
-            count_duplicate(context, delivery, false);
+            context.metrics.duplicate(delivery.redelivered, false);
             tracing::info!(request_uuid = %existing, origin = %request.origin, "duplicate of a recorded request; nothing to do");
             Ok(())
         }
         Acceptance::ConflictingDuplicate { existing } => {
-            count_duplicate(context, delivery, true);
+            context.metrics.duplicate(delivery.redelivered, true);
             let rejection = Rejection::new(
                 RejectionReason::ConflictingDuplicate,
                 format!(
@@ -542,18 +527,6 @@ async fn accept(
             )
             .await
         }
-    }
-}
-
-/// Counts a copy the origin sent again. A broker redelivery that finds its own record is the
-/// relay's retry, not the origin's duplicate, as for `duplicates_received`.
-fn count_duplicate(context: &Context, delivery: &Delivery, conflicting: bool) {
-    if !delivery.redelivered {
-        context
-            .metrics
-            .duplicates
-            .get_or_create(&Duplicate { conflicting })
-            .inc();
     }
 }
 
@@ -629,13 +602,7 @@ async fn refuse(
     .await?;
     if first_time {
         context.outbox_wake.notify_one();
-        context
-            .metrics
-            .rejected
-            .get_or_create(&Reason {
-                reason: rejection.reason.as_str(),
-            })
-            .inc();
+        context.metrics.rejected(rejection.reason);
     }
     // Only codes and reasons are logged: never the body, never patient fields.
     tracing::warn!(

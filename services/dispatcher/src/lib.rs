@@ -231,3 +231,24 @@ async fn handle(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn the_metrics_address_must_be_an_ip_address_and_port() {
+        assert!(Config::default().validate().is_ok());
+        let config = Config {
+            metrics_addr: "127.0.0.1".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(runtime::ConfigError::Invalid {
+                setting: "metrics_addr",
+                ..
+            })
+        ));
+    }
+}

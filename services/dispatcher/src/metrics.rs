@@ -107,6 +107,47 @@ impl DispatcherMetrics {
         metrics
     }
 
+    /// A request decoded and validated.
+    pub fn received(&self, request: &domain::ReviewRequest) {
+        self.received
+            .get_or_create(&Self::kind_priority(
+                request.kind().as_str(),
+                request.priority.as_str(),
+            ))
+            .inc();
+    }
+
+    /// A new request was committed as routed to `pool`.
+    pub fn routed(&self, request: &domain::ReviewRequest, pool: &domain::PoolCode, overflow: bool) {
+        self.routed
+            .get_or_create(&Routed {
+                kind: request.kind().as_str().to_owned(),
+                priority: request.priority.as_str().to_owned(),
+                pool: pool.to_string(),
+                overflow,
+            })
+            .inc();
+    }
+
+    /// A copy of a recorded request id arrived. A broker redelivery that finds its own record is
+    /// the relay's retry, not the origin's duplicate, as for `duplicates_received`.
+    pub fn duplicate(&self, redelivered: bool, conflicting: bool) {
+        if !redelivered {
+            self.duplicates
+                .get_or_create(&Duplicate { conflicting })
+                .inc();
+        }
+    }
+
+    /// A refusal was committed for the first time.
+    pub fn rejected(&self, reason: domain::RejectionReason) {
+        self.rejected
+            .get_or_create(&Reason {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
     pub fn kind_priority(kind: &str, priority: &str) -> KindPriority {
         KindPriority {
             kind: kind.to_owned(),

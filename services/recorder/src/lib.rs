@@ -460,3 +460,27 @@ async fn dead_letter(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn the_metrics_address_and_gauge_interval_are_checked_at_start_up() {
+        assert!(Config::default().validate().is_ok());
+        let named = |config: Config| match config.validate() {
+            Err(runtime::ConfigError::Invalid { setting, .. }) => setting,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        };
+        let bad_address = Config {
+            metrics_addr: "localhost".into(),
+            ..Config::default()
+        };
+        assert_eq!(named(bad_address), "metrics_addr");
+        let too_often = Config {
+            gauge_interval_ms: 0,
+            ..Config::default()
+        };
+        assert_eq!(named(too_often), "gauge_interval_ms");
+    }
+}

@@ -401,6 +401,7 @@ impl MetricsServer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -408,6 +409,23 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, registry).unwrap_or_default();
         text
+    }
+
+    #[test]
+    fn a_consuming_queue_shows_its_series_at_zero_and_the_session_up() {
+        let mut registry = Registry::default();
+        let pipeline = PipelineMetrics::register(&mut registry);
+        assert!(!pipeline.session_is_up());
+        pipeline.consuming("t.recorder.events");
+        let text = scrape(&registry);
+        for line in [
+            r#"telerelay_deliveries_total{queue="t.recorder.events",outcome="failed"} 0"#,
+            r#"telerelay_redeliveries_total{queue="t.recorder.events"} 0"#,
+            r#"telerelay_deliveries_in_flight{queue="t.recorder.events"} 0"#,
+            "telerelay_broker_session_up 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]
@@ -445,6 +463,38 @@ mod tests {
         drop(second);
         assert!(scrape(&registry).contains(r#"telerelay_deliveries_in_flight{queue="q"} 0"#));
         assert!(!scrape(&registry).contains("telerelay_redeliveries_total{"));
+    }
+
+    /// A pool that would connect to a port where nothing listens (it connects only when asked).
+    fn unreachable_database() -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://nobody:secret@127.0.0.1:1/none")
+            .expect("a lazy pool")
+    }
+
+    #[tokio::test]
+    async fn not_ready_without_a_consuming_session_whatever_the_database() {
+        let pipeline = PipelineMetrics::default();
+        let readiness = Readiness::new(pipeline.clone(), unreachable_database());
+        assert!(matches!(readiness.check().await, Err(NotReady::Broker)));
+        let response = readiness.response().await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn not_ready_while_the_database_does_not_answer_and_the_reason_hides_the_password() {
+        let pipeline = PipelineMetrics::default();
+        pipeline.consuming("t.dispatcher");
+        let readiness = Readiness::new(pipeline.clone(), unreachable_database());
+        match readiness.check().await {
+            Err(why @ NotReady::Database(_)) => {
+                assert!(!why.to_string().contains("secret"), "{why}");
+            }
+            other => panic!("expected the database to be the reason, got {other:?}"),
+        }
+        pipeline.set_session_up(false);
+        assert!(matches!(readiness.check().await, Err(NotReady::Broker)));
     }
 
     #[test]
