@@ -107,6 +107,15 @@ impl TestBroker {
         }
     }
 
+    /// Deletes a queue as an operator might by mistake: its consumers are cancelled by the
+    /// broker (their services reconnect and declare it again).
+    pub async fn delete_queue(&self, queue: &str) {
+        self.channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .unwrap();
+    }
+
     /// Publishes a request as hospital HIS software does: persistent, mandatory, confirmed, with
     /// `user_id` = the test's broker user.
     pub async fn publish_request(&self, request: &v1::ReviewRequest) -> Published {

@@ -11,6 +11,7 @@ pub mod county;
 pub mod critical;
 pub mod fixtures;
 pub mod inspector;
+pub mod metrics;
 pub mod private_broker;
 pub mod private_cluster;
 pub mod private_postgres;
@@ -117,6 +118,10 @@ pub struct TestRelay {
     /// The broker settings the services run with (namespace included).
     pub broker_config: runtime::BrokerConfig,
     pub desk_url: String,
+    /// Where the in-process dispatcher and recorder serve `/metrics`, `/health` and `/ready`
+    /// (`http://127.0.0.1:<port>`); `None` for a service the test runs itself.
+    pub dispatcher_url: Option<String>,
+    pub recorder_url: Option<String>,
     pub http: reqwest::Client,
     pub broker: broker::TestBroker,
     shutdown: CancellationToken,
@@ -200,17 +205,21 @@ impl TestRelay {
             log_format: "json".into(),
         };
         let mut services = Vec::new();
+        let (mut dispatcher_url, mut recorder_url) = (None, None);
 
         if in_process.dispatcher {
             let dispatcher_config = dispatcher::Config {
                 service: service_config(),
                 ..Default::default()
             };
+            let (listener, url) = metrics_listener();
+            dispatcher_url = Some(url);
             services.push((
                 "dispatcher",
                 tokio::spawn(dispatcher::run(
                     dispatcher_config,
                     db.clone(),
+                    listener,
                     shutdown.clone(),
                 )),
             ));
@@ -219,11 +228,20 @@ impl TestRelay {
         if in_process.recorder {
             let recorder_config = recorder::Config {
                 service: service_config(),
+                // Gauges fresh within a quarter of a second, so tests wait little for them.
+                gauge_interval_ms: 250,
                 ..Default::default()
             };
+            let (listener, url) = metrics_listener();
+            recorder_url = Some(url);
             services.push((
                 "recorder",
-                tokio::spawn(recorder::run(recorder_config, db.clone(), shutdown.clone())),
+                tokio::spawn(recorder::run(
+                    recorder_config,
+                    db.clone(),
+                    listener,
+                    shutdown.clone(),
+                )),
             ));
         }
 
@@ -253,6 +271,8 @@ impl TestRelay {
             topology,
             broker_config,
             desk_url,
+            dispatcher_url,
+            recorder_url,
             http: reqwest::Client::new(),
             broker,
             shutdown,
@@ -263,12 +283,32 @@ impl TestRelay {
         relay
     }
 
+    /// Waits until every in-process service answers `/ready` (a broker session up, PostgreSQL
+    /// answering).
     async fn wait_until_ready(&self) {
-        let url = format!("{}/ready", self.desk_url);
-        wait_until("the review desk to be ready", || async {
-            matches!(self.http.get(&url).send().await, Ok(response) if response.status().is_success())
-        })
-        .await;
+        let services = [
+            Some(&self.desk_url),
+            self.dispatcher_url.as_ref(),
+            self.recorder_url.as_ref(),
+        ];
+        for base in services.into_iter().flatten() {
+            let url = format!("{base}/ready");
+            wait_until(&format!("{url} to answer 200"), || async {
+                matches!(self.http.get(&url).send().await, Ok(response) if response.status().is_success())
+            })
+            .await;
+        }
+    }
+
+    /// The current `/metrics` of the review desk, the dispatcher or the recorder.
+    pub async fn scrape(&self, service: metrics::Service) -> metrics::Scrape {
+        let base = match service {
+            metrics::Service::Desk => Some(&self.desk_url),
+            metrics::Service::Dispatcher => self.dispatcher_url.as_ref(),
+            metrics::Service::Recorder => self.recorder_url.as_ref(),
+        }
+        .unwrap_or_else(|| panic!("{service:?} does not run in-process"));
+        metrics::scrape(&self.http, base).await
     }
 
     /// Stops every service (they drain), checks that each ended cleanly, and deletes the
@@ -398,6 +438,18 @@ impl TestRelay {
         );
         assert_eq!(seen, expected, "history of {request}");
     }
+}
+
+/// A listener on a port of the system's choosing for a service's metrics endpoint, and its URL.
+/// Bound at once (not in a task), so the URL is known before the service starts.
+pub fn metrics_listener() -> (tokio::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a metrics port");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+    (listener, url)
 }
 
 /// A report body as a reviewer would send it.

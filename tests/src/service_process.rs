@@ -75,6 +75,7 @@ impl Launcher {
             ("TELERELAY_LOG_FORMAT", "json".to_owned()),
             // Services listen on a port of the system's choosing: the tests use their own desk.
             ("TELERELAY_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("TELERELAY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("RUST_LOG", "info".to_owned()),
         ];
         Self {

@@ -214,6 +214,8 @@ impl Pager {
 pub struct OwnDispatcher {
     stop: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    /// Its `/metrics`, `/health` and `/ready` (`http://127.0.0.1:<port>`).
+    pub metrics_url: String,
 }
 
 impl OwnDispatcher {
@@ -228,8 +230,18 @@ impl OwnDispatcher {
             clock_interval_ms: TEST_CLOCK_INTERVAL_MS,
             ..Default::default()
         };
-        let task = tokio::spawn(dispatcher::run(config, relay.db.clone(), stop.clone()));
-        Self { stop, task }
+        let (listener, metrics_url) = crate::metrics_listener();
+        let task = tokio::spawn(dispatcher::run(
+            config,
+            relay.db.clone(),
+            listener,
+            stop.clone(),
+        ));
+        Self {
+            stop,
+            task,
+            metrics_url,
+        }
     }
 
     /// Stops it as SIGTERM would, and checks that it drained cleanly.

@@ -9,6 +9,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use std::future::Future;
+use telemetry::metrics::{DeliveryOutcome, PipelineMetrics};
 use tokio_util::sync::CancellationToken;
 
 /// What a handler decided about a delivery.
@@ -26,15 +27,29 @@ pub enum Handled {
     Refused,
 }
 
+impl Handled {
+    fn outcome(self) -> DeliveryOutcome {
+        match self {
+            Handled::Done => DeliveryOutcome::Done,
+            Handled::Failed => DeliveryOutcome::Failed,
+            Handled::Abandoned => DeliveryOutcome::Abandoned,
+            Handled::Refused => DeliveryOutcome::Refused,
+        }
+    }
+}
+
 /// Consumes `queue` until `stop` is cancelled, then returns once every handler in flight has
 /// finished and been acked. Returns an error when the channel or connection fails; the caller's
-/// supervisor reconnects, and unacked deliveries return to the queue.
+/// supervisor reconnects, and unacked deliveries return to the queue. Each delivery is counted in
+/// `metrics` (in flight, redelivered, settled by outcome); pass `&PipelineMetrics::default()` to
+/// count nowhere.
 pub async fn consume_until<F, Fut>(
     channel: &Channel,
     queue: &str,
     consumer_name: &str,
     prefetch: u16,
     stop: CancellationToken,
+    metrics: &PipelineMetrics,
     handler: F,
 ) -> anyhow::Result<()>
 where
@@ -61,15 +76,18 @@ where
             FieldTable::default(),
         )
         .await?;
+    metrics.consuming(queue);
     tracing::info!(queue, "consuming");
     consumer
         .take_until(stop.clone().cancelled_owned())
         .map_err(anyhow::Error::from)
         .try_for_each_concurrent(usize::from(prefetch), |delivery| {
             let acker = delivery.acker.clone();
+            let in_flight = metrics.delivery_started(queue, delivery.redelivered);
             let handled = handler(delivery);
             async move {
-                match handled.await? {
+                let handled = handled.await?;
+                match handled {
                     Handled::Done => {
                         crash_point::reached_in(consumer_name, "after_commit_before_ack");
                         acker.ack(BasicAckOptions::default()).await?;
@@ -87,6 +105,8 @@ where
                         acker.reject(BasicRejectOptions { requeue: false }).await?;
                     }
                 }
+                drop(in_flight);
+                metrics.delivery_settled(queue, handled.outcome());
                 Ok(())
             }
         })

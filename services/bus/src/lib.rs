@@ -11,6 +11,7 @@
 mod connection;
 mod consume;
 mod dead_letter;
+mod depth;
 mod headers;
 pub mod messages;
 mod names;
@@ -20,6 +21,7 @@ mod topology;
 pub use connection::{BrokerAddresses, connect, reconnect_delay};
 pub use consume::{Handled, consume_until};
 pub use dead_letter::{DeadLetterFacts, REPLAY_OF_HEADER};
+pub use depth::{QueueCounts, QueueDepth, queue_depths};
 pub use headers::{DEAD_LETTER_HEADERS, DeadLetterReason, header_str};
 pub use lapin;
 pub use names::Names;

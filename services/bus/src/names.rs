@@ -105,4 +105,17 @@ impl Names {
     pub fn recorder_acknowledgements_queue(&self) -> String {
         format!("{}.recorder.acknowledgements", self.namespace)
     }
+
+    /// The queues the relay's own services consume, whatever the registry holds (the lanes and
+    /// the origins' queues depend on it).
+    pub fn core_queues(&self) -> Vec<String> {
+        vec![
+            self.dispatcher_queue(),
+            self.recorder_events_queue(),
+            self.recorder_results_queue(),
+            self.recorder_acknowledgements_queue(),
+            self.dead_letter_queue(),
+            self.alerts_queue(),
+        ]
+    }
 }

@@ -6,7 +6,9 @@ use futures::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use telemetry::metrics::{PipelineMetrics, PublishOutcome};
 
 /// One message to publish, with the ids every telerelay message carries.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,12 +122,14 @@ pub enum PublishError {
 }
 
 /// A channel in confirm mode. Cheap to clone; one per service is enough because confirms are
-/// matched per message.
+/// matched per message. Every settled publish is counted in its metrics (see
+/// [`Publisher::with_metrics`]; by default a handle registered nowhere).
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
     confirm_timeout: Duration,
     app_id: String,
+    metrics: PipelineMetrics,
 }
 
 impl Publisher {
@@ -142,7 +146,14 @@ impl Publisher {
             channel,
             confirm_timeout,
             app_id: app_id.to_owned(),
+            metrics: PipelineMetrics::default(),
         })
+    }
+
+    /// Counts this publisher's publishes (outcome, confirm latency) in `metrics`.
+    pub fn with_metrics(mut self, metrics: PipelineMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn channel(&self) -> &Channel {
@@ -180,9 +191,13 @@ impl Publisher {
         messages: &[OutgoingMessage],
         after_publish: Option<&str>,
     ) -> Result<(), PublishError> {
+        // Messages the broker settled (confirmed, returned or nacked): whatever is left when the
+        // timeout strikes is counted as timed out.
+        let settled = AtomicUsize::new(0);
         let confirms = async {
             let mut pending = Vec::with_capacity(messages.len());
             for message in messages {
+                let published_at = Instant::now();
                 let confirm = self
                     .channel
                     .basic_publish(
@@ -198,17 +213,33 @@ impl Publisher {
                         self.properties(message),
                     )
                     .await?;
-                pending
-                    .push(async move { confirm.await.map(|confirmation| (message, confirmation)) });
+                let settled = &settled;
+                pending.push(async move {
+                    let confirmation = confirm.await?;
+                    settled.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .confirm_latency(&message.exchange, published_at.elapsed());
+                    self.metrics
+                        .publish_settled(&message.exchange, outcome_of(&confirmation));
+                    Ok::<_, lapin::Error>((message, confirmation))
+                });
             }
             if let Some(point) = after_publish {
                 crash_point::reached(point);
             }
             try_join_all(pending).await
         };
-        let confirmations = tokio::time::timeout(self.confirm_timeout, confirms)
-            .await
-            .map_err(|_| PublishError::ConfirmTimeout(self.confirm_timeout))??;
+        let confirmations = match tokio::time::timeout(self.confirm_timeout, confirms).await {
+            Ok(confirmations) => confirmations?,
+            Err(_) => {
+                let unsettled = messages.len() - settled.load(Ordering::Relaxed);
+                for message in messages.iter().take(unsettled) {
+                    self.metrics
+                        .publish_settled(&message.exchange, PublishOutcome::Timeout);
+                }
+                return Err(PublishError::ConfirmTimeout(self.confirm_timeout));
+            }
+        };
         for (message, confirmation) in confirmations {
             let place = || (message.exchange.clone(), message.routing_key.clone());
             match confirmation {
@@ -253,5 +284,14 @@ impl Publisher {
             .with_app_id(self.app_id.as_str().into())
             .with_timestamp(now)
             .with_headers(headers)
+    }
+}
+
+/// The metrics outcome of a broker's answer to one publish.
+fn outcome_of(confirmation: &Confirmation) -> PublishOutcome {
+    match confirmation {
+        Confirmation::Ack(None) => PublishOutcome::Confirmed,
+        Confirmation::Ack(Some(_returned)) => PublishOutcome::Unroutable,
+        Confirmation::Nack(_) | Confirmation::NotRequested => PublishOutcome::Nacked,
     }
 }

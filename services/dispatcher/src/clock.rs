@@ -15,6 +15,7 @@
 //! `routed` or `claimed` are touched: a report stops the clock.
 
 use crate::decide::{Declare, ensure_declared};
+use crate::metrics::{DispatcherMetrics, LadderStep};
 use crate::{Context, SessionState};
 use bus::{Names, OutgoingMessage, messages};
 use contract::v1;
@@ -78,6 +79,7 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         };
         release_expired_lease(&mut tx, names, &request).await?;
         tx.commit().await?;
+        context.metrics.leases_expired.inc();
         actions += 1;
     }
     for _ in 0..BATCH {
@@ -87,6 +89,14 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         };
         warn_at_risk(&mut tx, names, &request).await?;
         tx.commit().await?;
+        context
+            .metrics
+            .sla_at_risk
+            .get_or_create(&DispatcherMetrics::kind_priority(
+                &request.kind,
+                &request.priority,
+            ))
+            .inc();
         actions += 1;
     }
     for _ in 0..BATCH {
@@ -96,6 +106,14 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         };
         record_breach(&mut tx, names, &request).await?;
         tx.commit().await?;
+        context
+            .metrics
+            .sla_breached
+            .get_or_create(&DispatcherMetrics::kind_priority(
+                &request.kind,
+                &request.priority,
+            ))
+            .inc();
         actions += 1;
     }
     for _ in 0..BATCH {
@@ -118,8 +136,16 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
                 .await
                 .map_err(|_| anyhow::anyhow!("declaring the lanes of pool {backup}"))?;
         }
-        take_step(&mut tx, names, &due, backup.as_ref()).await?;
+        let escalation = take_step(&mut tx, names, &due, backup.as_ref()).await?;
         tx.commit().await?;
+        context
+            .metrics
+            .escalations
+            .get_or_create(&LadderStep {
+                step: due.step.step.to_string(),
+                action: escalation.action,
+            })
+            .inc();
         actions += 1;
     }
     Ok(actions)

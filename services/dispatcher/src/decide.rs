@@ -222,7 +222,10 @@ pub(crate) async fn process(
         origin: wire.origin_hospital.clone(),
     };
     let request = match domain::wire::review_request_from_wire(wire, now) {
-        Ok(request) => request,
+        Ok(request) => {
+            context.metrics.received(&request);
+            request
+        }
         Err(rejection) => {
             return refuse(
                 context,
@@ -487,15 +490,20 @@ async fn accept(
     match outcome {
         Acceptance::Accepted => {
             context.outbox_wake.notify_one();
+            context
+                .metrics
+                .routed(request, pool, placement.overflow.is_some());
             tracing::info!(request_uuid = %id, correlation_id, origin = %request.origin, pool = %pool,
                 overflow = placement.overflow.as_deref().unwrap_or(""), priority = %request.priority, kind = %request.kind(), "request routed");
             Ok(())
         }
         Acceptance::Duplicate { existing } => {
+            context.metrics.duplicate(delivery.redelivered, false);
             tracing::info!(request_uuid = %existing, origin = %request.origin, "duplicate of a recorded request; nothing to do");
             Ok(())
         }
         Acceptance::ConflictingDuplicate { existing } => {
+            context.metrics.duplicate(delivery.redelivered, true);
             let rejection = Rejection::new(
                 RejectionReason::ConflictingDuplicate,
                 format!(
@@ -594,6 +602,7 @@ async fn refuse(
     .await?;
     if first_time {
         context.outbox_wake.notify_one();
+        context.metrics.rejected(rejection.reason);
     }
     // Only codes and reasons are logged: never the body, never patient fields.
     tracing::warn!(

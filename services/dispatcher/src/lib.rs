@@ -5,6 +5,7 @@
 
 pub mod clock;
 mod decide;
+mod metrics;
 mod overflow;
 mod resubmission;
 
@@ -17,6 +18,7 @@ use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::Arc;
 use store::outbox::OutboxRelay;
+use telemetry::metrics::{MetricsServer, PipelineMetrics, Readiness, Registry};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,9 @@ pub struct Config {
     /// How often the SLA clock looks for leases, warnings and escalations that are due
     /// (env `TELERELAY_CLOCK_INTERVAL_MS`).
     pub clock_interval_ms: u64,
+    /// Where `/metrics`, `/health` and `/ready` are served, an IP address and port (env
+    /// `TELERELAY_METRICS_ADDR`). `main` binds it; `run` takes the bound listener.
+    pub metrics_addr: String,
 }
 
 impl Default for Config {
@@ -42,6 +47,7 @@ impl Default for Config {
             prefetch: 32,
             max_body_bytes: 2 * 1024 * 1024,
             clock_interval_ms: 1_000,
+            metrics_addr: "127.0.0.1:9601".into(),
         }
     }
 }
@@ -73,6 +79,7 @@ impl Config {
                 reason: "must be 10 ms to 60 s".into(),
             });
         }
+        runtime::validate_socket_addr("metrics_addr", &self.metrics_addr)?;
         Ok(())
     }
 }
@@ -84,23 +91,49 @@ pub(crate) struct Context {
     pub db: PgPool,
     pub shutdown: CancellationToken,
     pub outbox_wake: Arc<Notify>,
+    pub pipeline: PipelineMetrics,
+    pub metrics: metrics::DispatcherMetrics,
 }
 
-/// Runs the dispatcher until `shutdown` is cancelled and in-flight work has drained.
-pub async fn run(config: Config, db: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the dispatcher until `shutdown` is cancelled and in-flight work has drained, serving its
+/// metrics and health endpoints on `metrics_listener` until then.
+pub async fn run(
+    config: Config,
+    db: PgPool,
+    metrics_listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.validate()?;
     let addresses = config.service.broker.addresses()?;
+    let mut registry = Registry::default();
+    let pipeline = PipelineMetrics::register(&mut registry);
+    let metrics = metrics::DispatcherMetrics::register(&mut registry);
+    let endpoints = MetricsServer::spawn(
+        metrics_listener,
+        telemetry::metrics::router(
+            Arc::new(registry),
+            Readiness::new(pipeline.clone(), db.clone()),
+        ),
+    );
     let context = Arc::new(Context {
         topology: config.service.broker.topology()?,
         config,
         db,
         shutdown: shutdown.clone(),
         outbox_wake: Arc::new(Notify::new()),
+        pipeline,
+        metrics,
     });
-    runtime::supervise("dispatcher", &addresses, shutdown, |connection| {
-        session(context.clone(), connection)
-    })
-    .await
+    let supervised = runtime::supervise(
+        "dispatcher",
+        &addresses,
+        &context.pipeline,
+        shutdown,
+        |connection| session(context.clone(), connection),
+    )
+    .await;
+    endpoints.stop().await?;
+    supervised
 }
 
 /// Per-connection state: what this connection has declared.
@@ -124,7 +157,8 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         "dispatcher",
         context.config.service.broker.confirm_timeout(),
     )
-    .await?;
+    .await?
+    .with_metrics(context.pipeline.clone());
     let state = Arc::new(SessionState {
         publisher: publisher.clone(),
         declared: Mutex::new(HashSet::new()),
@@ -154,6 +188,7 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         "dispatcher",
         context.config.prefetch,
         context.shutdown.clone(),
+        &context.pipeline,
         |delivery| {
             let (context, state) = (context.clone(), state.clone());
             async move { handle(&context, &state, delivery).await }
@@ -194,5 +229,26 @@ async fn handle(
             );
             Ok(Handled::Failed)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn the_metrics_address_must_be_an_ip_address_and_port() {
+        assert!(Config::default().validate().is_ok());
+        let config = Config {
+            metrics_addr: "127.0.0.1".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            config.validate(),
+            Err(runtime::ConfigError::Invalid {
+                setting: "metrics_addr",
+                ..
+            })
+        ));
     }
 }

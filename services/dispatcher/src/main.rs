@@ -1,5 +1,6 @@
 //! The dispatcher process: configuration, logs, signals; everything else is in the library.
 
+use anyhow::Context as _;
 use secrecy::ExposeSecret;
 
 #[tokio::main]
@@ -10,7 +11,11 @@ async fn main() -> anyhow::Result<()> {
         config.service.database.database_url.expose_secret(),
         config.service.database.database_max_connections,
     )?;
+    let metrics_listener = tokio::net::TcpListener::bind(&config.metrics_addr)
+        .await
+        .with_context(|| format!("listening on {}", config.metrics_addr))?;
+    tracing::info!(address = %metrics_listener.local_addr()?, "metrics and health endpoints listening");
     let shutdown = tokio_util::sync::CancellationToken::new();
     runtime::cancel_on_signals(shutdown.clone());
-    dispatcher::run(config, db, shutdown).await
+    dispatcher::run(config, db, metrics_listener, shutdown).await
 }

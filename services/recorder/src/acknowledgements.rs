@@ -58,6 +58,9 @@ enum Outcome {
         notification: Uuid,
         minutes: f64,
         read_back_matches: bool,
+        /// Metric labels: the request's kind and origin.
+        kind: String,
+        origin: String,
     },
     Repeat {
         notification: Uuid,
@@ -129,8 +132,15 @@ pub(crate) async fn record(
             notification,
             minutes,
             read_back_matches,
+            kind,
+            origin,
         } => {
             wake.notify_one();
+            context
+                .metrics
+                .critical_ack
+                .get_or_create(&crate::metrics::KindOrigin { kind, origin })
+                .observe((minutes * 60.0).max(0.0));
             tracing::info!(%notification, sender, minutes, read_back_matches, "critical value acknowledged");
         }
         Outcome::Repeat { notification } => {
@@ -201,6 +211,8 @@ async fn judge(
                     notification: notification.id,
                     minutes: closed.minutes,
                     read_back_matches: closed.read_back_matches,
+                    kind: notification.kind.clone(),
+                    origin: notification.origin.clone(),
                 },
                 None => Outcome::Repeat {
                     notification: notification.id,

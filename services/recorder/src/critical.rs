@@ -17,7 +17,8 @@ pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> any
         "recorder",
         context.config.service.broker.confirm_timeout(),
     )
-    .await?;
+    .await?
+    .with_metrics(context.pipeline.clone());
     let wake = Arc::new(Notify::new());
     let relay = OutboxRelay::new(
         context.db.clone(),
@@ -33,6 +34,7 @@ pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> any
         "recorder-acknowledgements",
         context.config.prefetch,
         context.shutdown.clone(),
+        &context.pipeline,
         |delivery| {
             let (context, wake) = (context.clone(), wake.clone());
             async move { acknowledgements::record(&context, &wake, delivery).await }

@@ -20,6 +20,10 @@ pub(crate) async fn run(context: &Context, wake: &Notify) -> anyhow::Result<()> 
             Ok(sent) => {
                 // The reminders are committed to the outbox: publish them now.
                 wake.notify_one();
+                context
+                    .metrics
+                    .critical_reminders
+                    .inc_by(u64::try_from(sent).unwrap_or(u64::MAX));
                 tracing::warn!(
                     reminders = sent,
                     "critical values still unacknowledged: reminders sent and escalated"

@@ -6,6 +6,8 @@
 mod acknowledgements;
 mod critical;
 mod critical_clock;
+mod gauges;
+mod metrics;
 
 use bus::lapin::Connection;
 use bus::lapin::message::Delivery;
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::sync::Arc;
 use store::audit::Delivery as Recorded;
+use telemetry::metrics::{MetricsServer, PipelineMetrics, Readiness, Registry};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -32,6 +35,12 @@ pub struct Config {
     pub critical_repeat_seconds: u32,
     /// How often the critical clock looks for due reminders (`TELERELAY_CRITICAL_CHECK_MILLIS`).
     pub critical_check_millis: u64,
+    /// Where `/metrics`, `/health` and `/ready` are served, an IP address and port (env
+    /// `TELERELAY_METRICS_ADDR`). `main` binds it; `run` takes the bound listener.
+    pub metrics_addr: String,
+    /// How often the gauges (queue depths, lanes, SLA, critical values, dead letters) are read
+    /// again (env `TELERELAY_GAUGE_INTERVAL_MS`).
+    pub gauge_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -41,6 +50,8 @@ impl Default for Config {
             prefetch: 64,
             critical_repeat_seconds: 5 * 60,
             critical_check_millis: 1_000,
+            metrics_addr: "127.0.0.1:9602".into(),
+            gauge_interval_ms: 5_000,
         }
     }
 }
@@ -72,6 +83,13 @@ impl Config {
                 reason: "must be 10 ms to 60 s".into(),
             });
         }
+        runtime::validate_socket_addr("metrics_addr", &self.metrics_addr)?;
+        if !(10..=600_000).contains(&self.gauge_interval_ms) {
+            return Err(ConfigError::Invalid {
+                setting: "gauge_interval_ms",
+                reason: "must be 10 ms to 10 min".into(),
+            });
+        }
         Ok(())
     }
 
@@ -82,6 +100,10 @@ impl Config {
     pub fn critical_check(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.critical_check_millis)
     }
+
+    pub fn gauge_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.gauge_interval_ms)
+    }
 }
 
 struct Context {
@@ -89,22 +111,48 @@ struct Context {
     topology: Topology,
     db: PgPool,
     shutdown: CancellationToken,
+    pipeline: PipelineMetrics,
+    metrics: metrics::RecorderMetrics,
 }
 
-/// Runs the recorder until `shutdown` is cancelled and in-flight work has drained.
-pub async fn run(config: Config, db: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the recorder until `shutdown` is cancelled and in-flight work has drained, serving its
+/// metrics and health endpoints on `metrics_listener` until then.
+pub async fn run(
+    config: Config,
+    db: PgPool,
+    metrics_listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.validate()?;
     let addresses = config.service.broker.addresses()?;
+    let mut registry = Registry::default();
+    let pipeline = PipelineMetrics::register(&mut registry);
+    let metrics = metrics::RecorderMetrics::register(&mut registry);
+    let endpoints = MetricsServer::spawn(
+        metrics_listener,
+        telemetry::metrics::router(
+            Arc::new(registry),
+            Readiness::new(pipeline.clone(), db.clone()),
+        ),
+    );
     let context = Arc::new(Context {
         topology: config.service.broker.topology()?,
         config,
         db,
         shutdown: shutdown.clone(),
+        pipeline,
+        metrics,
     });
-    runtime::supervise("recorder", &addresses, shutdown, |connection| {
-        session(context.clone(), connection)
-    })
-    .await
+    let supervised = runtime::supervise(
+        "recorder",
+        &addresses,
+        &context.pipeline,
+        shutdown,
+        |connection| session(context.clone(), connection),
+    )
+    .await;
+    endpoints.stop().await?;
+    supervised
 }
 
 async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Result<Session> {
@@ -119,7 +167,8 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         "recorder",
         context.config.service.broker.confirm_timeout(),
     )
-    .await?;
+    .await?
+    .with_metrics(context.pipeline.clone());
     let (events_channel, results_channel) = (
         connection.create_channel().await?,
         connection.create_channel().await?,
@@ -136,6 +185,7 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         "recorder-events",
         context.config.prefetch,
         context.shutdown.clone(),
+        &context.pipeline,
         |delivery| {
             let (context, publisher) = (context.clone(), publisher.clone());
             async move { record_event(&context, &publisher, delivery).await }
@@ -147,6 +197,7 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         "recorder-results",
         context.config.prefetch,
         context.shutdown.clone(),
+        &context.pipeline,
         |delivery| {
             let (context, publisher) = (context.clone(), publisher.clone());
             async move { record_result(&context, &publisher, delivery).await }
@@ -158,6 +209,7 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         "recorder-dead-letters",
         context.config.prefetch,
         context.shutdown.clone(),
+        &context.pipeline,
         |delivery| {
             let context = context.clone();
             async move { keep_dead_letter(&context, delivery).await }
@@ -165,8 +217,9 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
     );
     // 危急值: acknowledgements, the critical clock and their outbox relay.
     let critical = critical::serve(context.clone(), &connection);
+    let gauges = gauges::run(&context, &connection);
     // The consumers drain on shutdown; if any fails, the session reconnects.
-    tokio::try_join!(events, results, dead_letters, critical)?;
+    tokio::try_join!(events, results, dead_letters, critical, gauges)?;
     connection.close(200, "draining".into()).await.ok();
     tracing::info!("recorder drained");
     Ok(Session::Drained)
@@ -202,6 +255,9 @@ async fn record_event(
     .await;
     Ok(match recorded {
         Ok(first_time) => {
+            if first_time {
+                measure_event(context, &fact).await;
+            }
             tracing::debug!(request_uuid = ?fact.request_uuid, correlation_id = fact.correlation_id, state = %fact.state,
                 first_time, "event recorded");
             Handled::Done
@@ -248,7 +304,12 @@ async fn record_result(
     })
     .await;
     match recorded {
-        Ok(Recorded::Recorded | Recorded::AlreadyRecorded) => {
+        Ok(recorded @ (Recorded::Recorded(_) | Recorded::AlreadyRecorded)) => {
+            if let Recorded::Recorded(Some(turnaround)) = &recorded {
+                context
+                    .metrics
+                    .observe_turnaround(metrics::REPORTED_TO_DELIVERED, turnaround);
+            }
             tracing::info!(
                 origin = result.origin_hospital,
                 version,
@@ -286,6 +347,14 @@ async fn keep_dead_letter(context: &Context, delivery: Delivery) -> anyhow::Resu
     Ok(match kept {
         Ok((id, first_time)) => {
             if first_time {
+                context
+                    .metrics
+                    .dead_letters
+                    .get_or_create(&metrics::DeadLetterLabels {
+                        reason: facts.reason.clone(),
+                        queue: facts.source_queue.clone(),
+                    })
+                    .inc();
                 tracing::warn!(
                     dead_letter = id,
                     source_queue = facts.source_queue,
@@ -304,6 +373,51 @@ async fn keep_dead_letter(context: &Context, delivery: Delivery) -> anyhow::Resu
             other => other,
         },
     })
+}
+
+/// Counts an event stored for the first time; a first report adds its turnaround, a return its
+/// reason. The figures come from PostgreSQL's timestamps; a failure to read them costs the
+/// observation, never the event.
+async fn measure_event(context: &Context, fact: &LifecycleFact) {
+    context
+        .metrics
+        .events_recorded
+        .get_or_create(&metrics::StateLabel {
+            state: fact.state.as_str(),
+        })
+        .inc();
+    let Some(request) = fact.request_uuid else {
+        return;
+    };
+    let measured = match fact.state {
+        domain::RequestState::Reported => store::audit::received_to_reported(&context.db, request)
+            .await
+            .map(|turnaround| {
+                if let Some(turnaround) = turnaround {
+                    context
+                        .metrics
+                        .observe_turnaround(metrics::RECEIVED_TO_REPORTED, &turnaround);
+                }
+            }),
+        domain::RequestState::Returned => store::audit::return_facts(&context.db, request)
+            .await
+            .map(|facts| {
+                if let Some(facts) = facts {
+                    context
+                        .metrics
+                        .returns
+                        .get_or_create(&metrics::ReturnLabels {
+                            reason: facts.reason,
+                            kind: facts.kind,
+                        })
+                        .inc();
+                }
+            }),
+        _ => Ok(()),
+    };
+    if let Err(error) = measured {
+        tracing::warn!(error = %error, state = %fact.state, "event recorded; its metric could not be read");
+    }
 }
 
 fn database_failure(context: &Context, error: sqlx::Error, what: &str) -> Handled {
@@ -345,4 +459,28 @@ async fn dead_letter(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn the_metrics_address_and_gauge_interval_are_checked_at_start_up() {
+        assert!(Config::default().validate().is_ok());
+        let named = |config: Config| match config.validate() {
+            Err(runtime::ConfigError::Invalid { setting, .. }) => setting,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        };
+        let bad_address = Config {
+            metrics_addr: "localhost".into(),
+            ..Config::default()
+        };
+        assert_eq!(named(bad_address), "metrics_addr");
+        let too_often = Config {
+            gauge_interval_ms: 0,
+            ..Config::default()
+        };
+        assert_eq!(named(too_often), "gauge_interval_ms");
+    }
 }

@@ -20,6 +20,12 @@ pub(crate) fn router(desk: Arc<Desk>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .route(
+            "/metrics",
+            get(|State(desk): State<Arc<Desk>>| async move {
+                telemetry::metrics::exposition(&desk.registry)
+            }),
+        )
         .route("/v1/worklist/next", post(next))
         .route("/v1/requests/{id}/report", post(report))
         .route("/v1/requests/{id}/return", post(return_request))
@@ -28,6 +34,10 @@ pub(crate) fn router(desk: Arc<Desk>) -> Router {
         .route("/v1/second-reads/{id}/verdict", post(second_reads::verdict))
         .route("/v1/requests/{id}/heartbeat", post(leases::heartbeat))
         .route("/v1/requests/{id}/draft", put(leases::save_draft))
+        .layer(axum::middleware::from_fn_with_state(
+            desk.clone(),
+            crate::metrics::count_http_requests,
+        ))
         .with_state(desk)
 }
 
@@ -51,12 +61,13 @@ impl FromRequestParts<Arc<Desk>> for Authenticated {
     }
 }
 
-async fn ready(State(desk): State<Arc<Desk>>) -> Result<&'static str, ApiError> {
-    sqlx::query("select 1").execute(&desk.db).await?;
-    desk.broker
-        .channel()
-        .ok_or_else(|| ApiError::Unavailable(anyhow::anyhow!("broker not connected")))?;
-    Ok("ready")
+/// Ready while a broker session is up, its channel for the lanes open, and PostgreSQL answers;
+/// otherwise 503 with the reason.
+async fn ready(State(desk): State<Arc<Desk>>) -> Response {
+    if desk.broker.channel().is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no broker channel is open").into_response();
+    }
+    desk.readiness.response().await
 }
 
 async fn next(
@@ -90,6 +101,7 @@ async fn report(
         correlation_id: held.correlation_id,
         pool: held.pool,
     };
+    let kind = held.kind;
     let signed = reports::sign(
         &desk,
         &mut tx,
@@ -102,6 +114,7 @@ async fn report(
     .await?;
     tx.commit().await?;
     desk.broker.outbox_wake.notify_one();
+    desk.metrics.report_signed(&kind, body.critical, "first");
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "version": signed.version })),

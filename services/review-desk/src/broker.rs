@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use store::outbox::OutboxRelay;
+use telemetry::metrics::PipelineMetrics;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,7 @@ pub(crate) fn start(
     topology: Topology,
     db: PgPool,
     confirm_timeout: Duration,
+    metrics: PipelineMetrics,
     stop: CancellationToken,
 ) -> (BrokerLink, JoinHandle<anyhow::Result<()>>) {
     let (sender, receiver) = watch::channel(None);
@@ -63,16 +65,20 @@ pub(crate) fn start(
     };
     let task = tokio::spawn(async move {
         let sender = Arc::new(sender);
-        runtime::supervise("review-desk", &addresses, stop.clone(), |connection| {
-            let (sender, topology, db, wake, stop) =
-                (sender.clone(), topology.clone(), db.clone(), outbox_wake.clone(), stop.clone());
+        runtime::supervise("review-desk", &addresses, &metrics, stop.clone(), |connection| {
+            let (sender, topology, db, wake, stop, metrics) =
+                (sender.clone(), topology.clone(), db.clone(), outbox_wake.clone(), stop.clone(), metrics.clone());
             async move {
                 let declaring = connection.create_channel().await?;
                 topology.declare_core(&declaring).await?;
-                let publisher = Publisher::open(&connection, "review-desk", confirm_timeout).await?;
+                let publisher = Publisher::open(&connection, "review-desk", confirm_timeout)
+                    .await?
+                    .with_metrics(metrics.clone());
                 let relay = OutboxRelay::new(db, publisher.clone(), wake, topology.names.dead_letter_exchange());
                 let channel = connection.create_channel().await?;
                 sender.send_replace(Some(Live { channel, publisher }));
+                // The desk consumes nothing: its session is up once it can take from the lanes.
+                metrics.set_session_up(true);
                 let mut events = connection.events_listener();
                 // The desk's handlers commit to the outbox; the relay publishes it for as long as
                 // the connection lives, and what is left once asked to stop.

@@ -10,7 +10,8 @@
 //!   `second_reads`.
 //! - `POST /v1/requests/{id}/heartbeat`, `PUT /v1/requests/{id}/draft`: keep the lease alive,
 //!   save a draft (see `leases`).
-//! - `GET /health`: liveness; `GET /ready`: database and broker reachable.
+//! - `GET /health`: liveness; `GET /ready`: a broker session up and PostgreSQL answering;
+//!   `GET /metrics`: the desk's metrics (`docs/metrics.md`). These three need no token.
 //!
 //! Every call carries `Authorization: Bearer <reviewer token>`; a reviewer sees only the lanes of
 //! their own pool and acts only on requests they hold.
@@ -20,6 +21,7 @@ mod api;
 mod broker;
 mod error;
 mod leases;
+mod metrics;
 mod reports;
 mod revisions;
 mod second_reads;
@@ -30,6 +32,7 @@ use runtime::{ConfigError, ServiceConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::sync::Arc;
+use telemetry::metrics::{PipelineMetrics, Readiness, Registry};
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
@@ -109,6 +112,9 @@ pub(crate) struct Desk {
     pub topology: bus::Topology,
     pub db: PgPool,
     pub broker: broker::BrokerLink,
+    pub registry: Arc<Registry>,
+    pub readiness: Readiness,
+    pub metrics: metrics::DeskMetrics,
 }
 
 /// Serves the API on `listener` until `shutdown`; in-flight calls finish, the outbox is flushed.
@@ -121,19 +127,26 @@ pub async fn run(
     config.validate()?;
     let topology = config.service.broker.topology()?;
     let addresses = config.service.broker.addresses()?;
+    let mut registry = Registry::default();
+    let pipeline = PipelineMetrics::register(&mut registry);
+    let metrics = metrics::DeskMetrics::register(&mut registry);
     let broker_stop = CancellationToken::new();
     let (link, broker_task) = broker::start(
         addresses,
         topology.clone(),
         db.clone(),
         config.service.broker.confirm_timeout(),
+        pipeline.clone(),
         broker_stop.clone(),
     );
     let desk = Arc::new(Desk {
         config,
         topology,
+        readiness: Readiness::new(pipeline, db.clone()),
         db,
         broker: link,
+        registry: Arc::new(registry),
+        metrics,
     });
     let app = api::router(desk);
     axum::serve(listener, app)

@@ -74,7 +74,7 @@ pub(crate) enum RevisionKind {
 }
 
 impl RevisionKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             RevisionKind::Amended => "amended",
             RevisionKind::Addendum => "addendum",

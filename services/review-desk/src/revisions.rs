@@ -98,6 +98,7 @@ pub(crate) async fn revise(
             )));
         }
     };
+    let kind = request.kind;
     let subject = reports::Subject {
         id: request.id,
         origin: request.origin,
@@ -122,6 +123,8 @@ pub(crate) async fn revise(
     .await?;
     tx.commit().await?;
     desk.broker.outbox_wake.notify_one();
+    desk.metrics
+        .report_signed(&kind, text.critical, revision.kind.as_str());
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({

@@ -19,10 +19,25 @@ use store::registry::Reviewer;
 use store::review::ClaimedRequest;
 use uuid::Uuid;
 
+/// Claims the most urgent waiting request of the reviewer's pool, if any, and counts the claim.
 pub(crate) async fn claim_next(
     desk: &Desk,
     reviewer: &Reviewer,
 ) -> Result<Option<ClaimedRequest>, ApiError> {
+    let claimed = take_next(desk, reviewer).await?;
+    if let Some(claimed) = &claimed {
+        desk.metrics
+            .claims
+            .get_or_create(&crate::metrics::PoolPriority {
+                pool: reviewer.pool.to_string(),
+                priority: claimed.priority.clone(),
+            })
+            .inc();
+    }
+    Ok(claimed)
+}
+
+async fn take_next(desk: &Desk, reviewer: &Reviewer) -> Result<Option<ClaimedRequest>, ApiError> {
     let lease = chrono::Duration::seconds(i64::from(desk.config.lease_seconds));
     let waits = store::lanes::lane_waits(&desk.db, &reviewer.pool).await?;
     for priority in crate::aging::claim_order(&waits) {

@@ -156,3 +156,14 @@ impl ServiceConfig {
         })
     }
 }
+
+/// Checks that a listening address is an IP address and port (`127.0.0.1:9601`, `[::]:0`).
+pub fn validate_socket_addr(setting: &'static str, value: &str) -> Result<(), ConfigError> {
+    value
+        .parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| ConfigError::Invalid {
+            setting,
+            reason: format!("{value:?} is not an IP address and port"),
+        })
+}

@@ -4,7 +4,9 @@
 mod config;
 mod supervise;
 
-pub use config::{BrokerConfig, ConfigError, DatabaseConfig, ServiceConfig, load};
+pub use config::{
+    BrokerConfig, ConfigError, DatabaseConfig, ServiceConfig, load, validate_socket_addr,
+};
 pub use supervise::{Session, supervise};
 
 use tokio_util::sync::CancellationToken;

@@ -6,6 +6,7 @@
 use bus::BrokerAddresses;
 use bus::lapin::Connection;
 use std::future::Future;
+use telemetry::metrics::PipelineMetrics;
 use tokio_util::sync::CancellationToken;
 
 /// What a session returned.
@@ -16,10 +17,13 @@ pub enum Session {
 
 /// Runs `session` on a fresh connection until it returns `Ok(Session::Drained)` (after shutdown)
 /// or the process is asked to stop while disconnected. A session's error (typically a lost
-/// connection) is logged with its cause chain and followed by a reconnect.
+/// connection) is logged with its cause chain and followed by a reconnect. `metrics` counts the
+/// reconnects and shows the session down once it ends (the session itself says when it is up:
+/// `bus::consume_until` once it consumes); `&PipelineMetrics::default()` counts nowhere.
 pub async fn supervise<F, Fut>(
     service: &str,
     addresses: &BrokerAddresses,
+    metrics: &PipelineMetrics,
     shutdown: CancellationToken,
     mut session: F,
 ) -> anyhow::Result<()>
@@ -39,16 +43,21 @@ where
         };
         attempt += 1;
         match connected {
-            Ok(connection) => match session(connection).await {
-                Ok(Session::Drained) => return Ok(()),
-                Err(error) => {
-                    failures = 1;
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        "broker session ended; reconnecting"
-                    );
+            Ok(connection) => {
+                let ended = session(connection).await;
+                metrics.set_session_up(false);
+                match ended {
+                    Ok(Session::Drained) => return Ok(()),
+                    Err(error) => {
+                        failures = 1;
+                        metrics.reconnected();
+                        tracing::warn!(
+                            error = format!("{error:#}"),
+                            "broker session ended; reconnecting"
+                        );
+                    }
                 }
-            },
+            }
             Err(error) => {
                 failures += 1;
                 tracing::warn!(

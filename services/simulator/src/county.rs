@@ -45,9 +45,14 @@ pub(crate) async fn run_origin(
     let name = format!("simulator-{}", origin.code);
     // Outlives broker sessions: a reminder after a reconnect is still recognised.
     let acknowledged = Acknowledged::default();
-    runtime::supervise(&name, &addresses, sim.shutdown.clone(), |connection| {
-        session(sim, origin, outstanding, &acknowledged, connection)
-    })
+    let unexported = telemetry::metrics::PipelineMetrics::default();
+    runtime::supervise(
+        &name,
+        &addresses,
+        &unexported,
+        sim.shutdown.clone(),
+        |connection| session(sim, origin, outstanding, &acknowledged, connection),
+    )
     .await
 }
 

@@ -29,6 +29,8 @@ pub(crate) async fn consume(
         &consumer_name,
         PREFETCH,
         sim.shutdown.clone(),
+        // A county's HIS, not a relay service: nothing to export.
+        &telemetry::metrics::PipelineMetrics::default(),
         |delivery| handle(session, delivery),
     )
     .await?;

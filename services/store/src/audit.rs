@@ -35,9 +35,11 @@ pub async fn record_event(db: &PgPool, fact: &LifecycleFact) -> sqlx::Result<boo
 const DELIVERY_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d2f_4c0e_9a57_4c55_b1d4_2c8a_7f3e_0d11);
 
 /// What recording a delivery found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Delivery {
-    Recorded,
+    /// Recorded now; with the turnaround from the first report to this delivery when it is the
+    /// request's first delivery.
+    Recorded(Option<Turnaround>),
     AlreadyRecorded,
     /// No such request or version: a result from another relay or a forged one.
     Unknown,
@@ -81,12 +83,32 @@ pub async fn record_delivery(
             Delivery::Unknown
         });
     };
-    sqlx::query!(
+    let first_delivery = sqlx::query!(
         "update review_requests set state = 'delivered' where id = $1 and state = 'reported'",
         stamped.id
     )
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
+    // The first delivery of a request, measured from its first report, both by the database's
+    // clock.
+    let turnaround = if first_delivery {
+        sqlx::query_as!(
+            Turnaround,
+            r#"select q.kind, q.priority, q.origin_hospital as origin, coalesce(q.pool_code, '') as "pool!",
+                      extract(epoch from $2 - min(r.reported_at))::float8 as "seconds!"
+               from review_requests q join review_results r on r.request_uuid = q.id
+               where q.id = $1
+               group by q.id"#,
+            stamped.id,
+            stamped.delivered_at,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+    } else {
+        None
+    };
     let event_id = Uuid::new_v5(
         &DELIVERY_EVENT_NAMESPACE,
         format!("{}:{version}", stamped.id).as_bytes(),
@@ -110,7 +132,52 @@ pub async fn record_delivery(
     .await?;
     crash_point::reached("recorder.before_commit");
     tx.commit().await?;
-    Ok(Delivery::Recorded)
+    Ok(Delivery::Recorded(turnaround))
+}
+
+/// One request's time between two stages, with the labels its metric carries (registry codes
+/// only, never patient data).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turnaround {
+    pub kind: String,
+    pub priority: String,
+    pub origin: String,
+    pub pool: String,
+    pub seconds: f64,
+}
+
+/// From receipt (the dispatcher's commit) to the request's first report, by the database clock;
+/// `None` for a request without a report.
+pub async fn received_to_reported(db: &PgPool, request: Uuid) -> sqlx::Result<Option<Turnaround>> {
+    sqlx::query_as!(
+        Turnaround,
+        r#"select q.kind, q.priority, q.origin_hospital as origin, coalesce(q.pool_code, '') as "pool!",
+                  extract(epoch from min(r.reported_at) - q.received_at)::float8 as "seconds!"
+           from review_requests q join review_results r on r.request_uuid = q.id
+           where q.id = $1
+           group by q.id"#,
+        request,
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Why a returned request was handed back (its `ReturnReason` code), and its kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReturnFacts {
+    pub reason: String,
+    pub kind: String,
+}
+
+pub async fn return_facts(db: &PgPool, request: Uuid) -> sqlx::Result<Option<ReturnFacts>> {
+    sqlx::query_as!(
+        ReturnFacts,
+        r#"select t.reason, q.kind from request_returns t join review_requests q on q.id = t.request_uuid
+           where t.request_uuid = $1"#,
+        request,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// One line of a request's history.

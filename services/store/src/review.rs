@@ -82,12 +82,15 @@ pub struct HeldRequest {
     pub pool: Option<String>,
     pub state: String,
     pub claimed_by: Option<String>,
+    /// The study kind (a metric label).
+    pub kind: String,
 }
 
 pub async fn lock_request(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<HeldRequest>> {
     sqlx::query_as!(
         HeldRequest,
-        r#"select id, origin_hospital as origin, request_id, correlation_id, pool_code as pool, state, claimed_by
+        r#"select id, origin_hospital as origin, request_id, correlation_id, pool_code as pool, state, claimed_by,
+                  kind
            from review_requests where id = $1 for update"#,
         id,
     )

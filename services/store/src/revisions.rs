@@ -71,6 +71,8 @@ pub struct RevisableRequest {
     pub reporting_pool: Option<String>,
     /// The latest version; `None` if never reported.
     pub latest_version: Option<i32>,
+    /// The study kind (a metric label).
+    pub kind: String,
 }
 
 /// Locks a request a reviewer wants to amend or add to, with who reported it.
@@ -85,7 +87,8 @@ pub async fn lock_revisable(
                   (select r.pool_code from review_results v join reviewers r on r.id = v.reviewer_id
                    where v.request_uuid = q.id and v.status = 'final'
                    order by v.version limit 1) as reporting_pool,
-                  (select max(v.version) from review_results v where v.request_uuid = q.id) as latest_version
+                  (select max(v.version) from review_results v where v.request_uuid = q.id) as latest_version,
+                  q.kind
            from review_requests q where q.id = $1 for update of q"#,
         id,
     )

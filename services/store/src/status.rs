@@ -1,5 +1,5 @@
 //! What `relayctl status` shows from PostgreSQL: requests by state and the oldest waiting
-//! request per lane (queue depths come from the broker).
+//! request per lane (queue depths come from the broker); and what the recorder's gauges report.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -225,4 +225,79 @@ pub async fn reconciliation(db: &PgPool) -> sqlx::Result<Vec<OriginBooks>> {
     )
     .fetch_all(db)
     .await
+}
+
+/// One lane's waiting work, for the recorder's gauges.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LaneWaiting {
+    pub pool: String,
+    pub priority: String,
+    /// Routed, not claimed.
+    pub waiting: i64,
+    /// Age of the oldest of them by the database clock; 0 when none waits.
+    pub oldest_seconds: f64,
+}
+
+/// Every lane of every registered pool, empty ones included (so a gauge falls back to 0).
+pub async fn lanes_waiting(db: &PgPool) -> sqlx::Result<Vec<LaneWaiting>> {
+    sqlx::query_as!(
+        LaneWaiting,
+        r#"select p.code as "pool!", l.priority as "priority!",
+                  count(r.id) as "waiting!",
+                  coalesce(extract(epoch from now() - min(r.routed_at))::float8, 0) as "oldest_seconds!"
+           from reviewer_pools p
+           cross join unnest(array['stat', 'asap', 'urgent', 'routine']) as l(priority)
+           left join review_requests r
+                  on r.pool_code = p.code and r.priority = l.priority and r.state = 'routed'
+           group by p.code, l.priority
+           order by p.code, l.priority"#,
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The open SLA and critical-value counts the recorder's gauges report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenCounts {
+    /// Open requests past their at-risk mark, not yet due.
+    pub sla_at_risk: i64,
+    /// Open requests past their due time.
+    pub sla_overdue: i64,
+    /// Critical notifications not yet acknowledged.
+    pub critical_open: i64,
+    /// Of those, past their acknowledge-by time.
+    pub critical_overdue: i64,
+}
+
+pub async fn open_counts(db: &PgPool) -> sqlx::Result<OpenCounts> {
+    sqlx::query_as!(
+        OpenCounts,
+        r#"select
+             (select count(*) from review_requests
+              where state in ('routed', 'claimed') and at_risk_at <= now() and due_at > now()) as "sla_at_risk!",
+             (select count(*) from review_requests
+              where state in ('routed', 'claimed') and due_at <= now()) as "sla_overdue!",
+             (select count(*) from critical_notifications where acknowledged_at is null) as "critical_open!",
+             (select count(*) from critical_notifications
+              where acknowledged_at is null and acknowledge_by < now()) as "critical_overdue!""#,
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// Stored dead letters not yet replayed, for every reason ever stored (0 once all are replayed;
+/// dead letters are append-only, so a reason never disappears).
+pub async fn dead_letters_unreplayed(db: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"select d.reason,
+                  count(*) filter (where not exists (select 1 from dead_letter_replays p
+                                                     where p.dead_letter_id = d.id)) as "unreplayed!"
+           from dead_letters d group by d.reason order by d.reason"#
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.reason, row.unreplayed))
+        .collect())
 }

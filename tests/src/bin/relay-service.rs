@@ -25,15 +25,17 @@ async fn main() -> anyhow::Result<()> {
             let config = dispatcher::Config::load()?;
             telemetry::init("dispatcher", config.service.log_format()?);
             let db = connect(&config.service.database)?;
+            let metrics_listener = listen(&config.metrics_addr).await?;
             runtime::cancel_on_signals(shutdown.clone());
-            dispatcher::run(config, db, shutdown).await
+            dispatcher::run(config, db, metrics_listener, shutdown).await
         }
         "recorder" => {
             let config = recorder::Config::load()?;
             telemetry::init("recorder", config.service.log_format()?);
             let db = connect(&config.service.database)?;
+            let metrics_listener = listen(&config.metrics_addr).await?;
             runtime::cancel_on_signals(shutdown.clone());
-            recorder::run(config, db, shutdown).await
+            recorder::run(config, db, metrics_listener, shutdown).await
         }
         "review-desk" => {
             let config = review_desk::Config::load()?;
@@ -50,6 +52,14 @@ async fn main() -> anyhow::Result<()> {
             anyhow::bail!("usage: relay-service dispatcher|recorder|review-desk (not {other:?})")
         }
     }
+}
+
+async fn listen(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))?;
+    tracing::info!(address = %listener.local_addr()?, "metrics and health endpoints listening");
+    Ok(listener)
 }
 
 fn connect(database: &DatabaseConfig) -> anyhow::Result<sqlx::PgPool> {

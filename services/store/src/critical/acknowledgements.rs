@@ -17,6 +17,8 @@ pub struct Notification {
     pub request_id: String,
     pub correlation_id: String,
     pub pool: Option<String>,
+    /// The study kind of the request (a metric label).
+    pub kind: String,
     pub finding: String,
     pub notified_at: DateTime<Utc>,
     pub acknowledged_at: Option<DateTime<Utc>>,
@@ -28,7 +30,7 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Noti
     sqlx::query_as!(
         Notification,
         r#"select n.id, n.request_uuid, n.origin_hospital as origin, n.request_id, n.correlation_id,
-                  q.pool_code as pool, n.finding, n.notified_at, n.acknowledged_at
+                  q.pool_code as pool, q.kind, n.finding, n.notified_at, n.acknowledged_at
            from critical_notifications n join review_requests q on q.id = n.request_uuid
            where n.id = $1
            for update of n"#,
