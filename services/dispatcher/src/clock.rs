@@ -76,7 +76,8 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         let Some(request) = store::sla::next_expired_lease(&mut tx).await? else {
             break;
         };
-        release_expired_lease(&mut tx, names, &request).await?;
+        let trace = store::trace::of_request(&mut *tx, request.id).await?;
+        bus::trace::within(trace, release_expired_lease(&mut tx, names, &request)).await?;
         tx.commit().await?;
         actions += 1;
     }
@@ -85,7 +86,8 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         let Some(request) = store::sla::next_at_risk(&mut tx).await? else {
             break;
         };
-        warn_at_risk(&mut tx, names, &request).await?;
+        let trace = store::trace::of_request(&mut *tx, request.id).await?;
+        bus::trace::within(trace, warn_at_risk(&mut tx, names, &request)).await?;
         tx.commit().await?;
         actions += 1;
     }
@@ -94,7 +96,8 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         let Some(request) = store::sla::next_breach(&mut tx).await? else {
             break;
         };
-        record_breach(&mut tx, names, &request).await?;
+        let trace = store::trace::of_request(&mut *tx, request.id).await?;
+        bus::trace::within(trace, record_breach(&mut tx, names, &request)).await?;
         tx.commit().await?;
         actions += 1;
     }
@@ -118,7 +121,8 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
                 .await
                 .map_err(|_| anyhow::anyhow!("declaring the lanes of pool {backup}"))?;
         }
-        take_step(&mut tx, names, &due, backup.as_ref()).await?;
+        let trace = store::trace::of_request(&mut *tx, due.request.id).await?;
+        bus::trace::within(trace, take_step(&mut tx, names, &due, backup.as_ref())).await?;
         tx.commit().await?;
         actions += 1;
     }

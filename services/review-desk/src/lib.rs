@@ -18,6 +18,7 @@
 mod aging;
 mod api;
 mod broker;
+mod correlation;
 mod error;
 mod leases;
 mod reports;
