@@ -17,6 +17,7 @@ pub mod messages;
 mod names;
 mod publish;
 mod topology;
+pub mod trace;
 
 pub use connection::{BrokerAddresses, connect, reconnect_delay};
 pub use consume::{Handled, consume_until};

@@ -77,7 +77,8 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         let Some(request) = store::sla::next_expired_lease(&mut tx).await? else {
             break;
         };
-        release_expired_lease(&mut tx, names, &request).await?;
+        let trace = store::trace::of_request(&mut *tx, request.id).await?;
+        bus::trace::within(trace, release_expired_lease(&mut tx, names, &request)).await?;
         tx.commit().await?;
         context.metrics.leases_expired.inc();
         actions += 1;
@@ -87,7 +88,8 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         let Some(request) = store::sla::next_at_risk(&mut tx).await? else {
             break;
         };
-        warn_at_risk(&mut tx, names, &request).await?;
+        let trace = store::trace::of_request(&mut *tx, request.id).await?;
+        bus::trace::within(trace, warn_at_risk(&mut tx, names, &request)).await?;
         tx.commit().await?;
         context
             .metrics
@@ -104,7 +106,8 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
         let Some(request) = store::sla::next_breach(&mut tx).await? else {
             break;
         };
-        record_breach(&mut tx, names, &request).await?;
+        let trace = store::trace::of_request(&mut *tx, request.id).await?;
+        bus::trace::within(trace, record_breach(&mut tx, names, &request)).await?;
         tx.commit().await?;
         context
             .metrics
@@ -136,7 +139,9 @@ async fn tick(context: &Context, state: &SessionState) -> anyhow::Result<usize> 
                 .await
                 .map_err(|_| anyhow::anyhow!("declaring the lanes of pool {backup}"))?;
         }
-        let escalation = take_step(&mut tx, names, &due, backup.as_ref()).await?;
+        let trace = store::trace::of_request(&mut *tx, due.request.id).await?;
+        let escalation =
+            bus::trace::within(trace, take_step(&mut tx, names, &due, backup.as_ref())).await?;
         tx.commit().await?;
         context
             .metrics

@@ -160,10 +160,32 @@ impl Envelope {
     }
 }
 
+/// Processes a delivery within its trace: the county's own when its `traceparent` is valid,
+/// otherwise a new one. A bad header is replaced and said so, never a reason to refuse: the
+/// header is the county's help to find its request in our logs, not part of the contract.
 pub(crate) async fn process(
     context: &Context,
     state: &SessionState,
     delivery: &Delivery,
+) -> Result<(), Failure> {
+    let incoming = bus::trace::Incoming::of_delivery(delivery);
+    let trace = incoming
+        .valid()
+        .unwrap_or_else(bus::trace::TraceContext::new_root);
+    bus::trace::within(Some(trace), async {
+        if let bus::trace::Incoming::Malformed(error) = incoming {
+            tracing::warn!(error = %error, "malformed traceparent from the publisher; replaced by a new trace");
+        }
+        process_in_trace(context, state, delivery, &trace).await
+    })
+    .await
+}
+
+async fn process_in_trace(
+    context: &Context,
+    state: &SessionState,
+    delivery: &Delivery,
+    trace: &bus::trace::TraceContext,
 ) -> Result<(), Failure> {
     let envelope = Envelope::of(delivery)
         .resolve_replay(context, delivery)
@@ -287,7 +309,10 @@ pub(crate) async fn process(
     // The lane the request is placed in must exist before the request is committed.
     ensure_declared(context, state, Declare::Lanes(&placement.pool)).await?;
     ensure_declared(context, state, Declare::Results(&request.origin)).await?;
-    accept(context, delivery, &envelope, &request, &route, &placement).await
+    accept(
+        context, delivery, &envelope, &request, &route, &placement, trace,
+    )
+    .await
 }
 
 /// The request id and origin as the body states them, before validation.
@@ -376,10 +401,12 @@ async fn accept(
     request: &ReviewRequest,
     route: &store::registry::Route,
     placement: &Placement,
+    trace: &bus::trace::TraceContext,
 ) -> Result<(), Failure> {
     let names = &context.topology.names;
     let pool = &placement.pool;
     let id = Uuid::new_v4();
+    let trace_id = trace.trace_id.to_string();
     let correlation_id = if envelope.correlation_id.is_empty() {
         id.to_string()
     } else {
@@ -394,6 +421,7 @@ async fn accept(
         department: &request.department,
         subspecialty: request.subspecialty.as_deref(),
         correlation_id: &correlation_id,
+        trace_id: &trace_id,
         requested_at: request.requested_at,
         body: &delivery.data,
         pool,

@@ -9,6 +9,7 @@
 
 use crate::{Context, database_failure};
 use bus::lapin::message::Delivery;
+use bus::trace::TraceContext;
 use bus::{DeadLetterReason, Handled, OutgoingMessage, messages};
 use chrono::{DateTime, Utc};
 use contract::v1;
@@ -61,9 +62,11 @@ enum Outcome {
         /// Metric labels: the request's kind and origin.
         kind: String,
         origin: String,
+        trace: Option<TraceContext>,
     },
     Repeat {
         notification: Uuid,
+        trace: Option<TraceContext>,
     },
     Refused {
         reason: &'static str,
@@ -134,6 +137,7 @@ pub(crate) async fn record(
             read_back_matches,
             kind,
             origin,
+            trace,
         } => {
             wake.notify_one();
             context
@@ -141,10 +145,17 @@ pub(crate) async fn record(
                 .critical_ack
                 .get_or_create(&crate::metrics::KindOrigin { kind, origin })
                 .observe((minutes * 60.0).max(0.0));
-            tracing::info!(%notification, sender, minutes, read_back_matches, "critical value acknowledged");
+            bus::trace::span_of(trace).in_scope(|| {
+                tracing::info!(%notification, sender, minutes, read_back_matches, "critical value acknowledged");
+            });
         }
-        Outcome::Repeat { notification } => {
-            tracing::info!(%notification, sender, "repeat acknowledgement of a closed notification; nothing to do");
+        Outcome::Repeat {
+            notification,
+            trace,
+        } => {
+            bus::trace::span_of(trace).in_scope(|| {
+                tracing::info!(%notification, sender, "repeat acknowledgement of a closed notification; nothing to do");
+            });
         }
         Outcome::Refused { reason, first_time } => {
             if first_time {
@@ -191,31 +202,32 @@ async fn judge(
     };
     let outcome = match checked {
         Ok((notification, ack)) => {
-            let closed = store_acks::close(
-                &mut tx,
-                names,
-                &notification,
-                &Acknowledgement {
-                    clinician_id: ack.clinician_id.trim(),
-                    clinician_name: ack.clinician_name.trim(),
-                    read_back: ack.read_back.trim(),
-                    stated_at: ack.acknowledged_at.as_ref().and_then(|at| {
-                        DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
-                    }),
-                    message_id: &envelope.message_key,
-                },
-            )
-            .await?;
-            match closed {
+            // The stored trace of the request, whatever the county's acknowledgement carried.
+            let trace = store::trace::of_request(&mut *tx, notification.request_uuid)
+                .await?
+                .or_else(bus::trace::current);
+            let acknowledgement = Acknowledgement {
+                clinician_id: ack.clinician_id.trim(),
+                clinician_name: ack.clinician_name.trim(),
+                read_back: ack.read_back.trim(),
+                stated_at: ack.acknowledged_at.as_ref().and_then(|at| {
+                    DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
+                }),
+                message_id: &envelope.message_key,
+            };
+            let closing = store_acks::close(&mut tx, names, &notification, &acknowledgement);
+            match bus::trace::within(trace, closing).await? {
                 Some(closed) => Outcome::Closed {
                     notification: notification.id,
                     minutes: closed.minutes,
                     read_back_matches: closed.read_back_matches,
                     kind: notification.kind.clone(),
                     origin: notification.origin.clone(),
+                    trace,
                 },
                 None => Outcome::Repeat {
                     notification: notification.id,
+                    trace,
                 },
             }
         }

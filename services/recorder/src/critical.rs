@@ -35,10 +35,10 @@ pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> any
         context.config.prefetch,
         context.shutdown.clone(),
         &context.pipeline,
-        |delivery| {
+        bus::trace::follow(|delivery| {
             let (context, wake) = (context.clone(), wake.clone());
             async move { acknowledgements::record(&context, &wake, delivery).await }
-        },
+        }),
     );
     let clock = critical_clock::run(&context, &wake);
     // The relay outlives the consumer and the clock: it stops only after they have drained.

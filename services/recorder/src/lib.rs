@@ -186,10 +186,10 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         context.config.prefetch,
         context.shutdown.clone(),
         &context.pipeline,
-        |delivery| {
+        bus::trace::follow(|delivery| {
             let (context, publisher) = (context.clone(), publisher.clone());
             async move { record_event(&context, &publisher, delivery).await }
-        },
+        }),
     );
     let results = bus::consume_until(
         &results_channel,
@@ -198,10 +198,10 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         context.config.prefetch,
         context.shutdown.clone(),
         &context.pipeline,
-        |delivery| {
+        bus::trace::follow(|delivery| {
             let (context, publisher) = (context.clone(), publisher.clone());
             async move { record_result(&context, &publisher, delivery).await }
-        },
+        }),
     );
     let dead_letters = bus::consume_until(
         &dead_letters_channel,
@@ -210,10 +210,10 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         context.config.prefetch,
         context.shutdown.clone(),
         &context.pipeline,
-        |delivery| {
+        bus::trace::follow(|delivery| {
             let context = context.clone();
             async move { keep_dead_letter(&context, delivery).await }
-        },
+        }),
     );
     // 危急值: acknowledgements, the critical clock and their outbox relay.
     let critical = critical::serve(context.clone(), &connection);

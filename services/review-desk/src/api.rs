@@ -1,7 +1,7 @@
 //! Routes, authentication and the report / return calls.
 
 use crate::error::ApiError;
-use crate::{Desk, leases, reports, revisions, second_reads, view, worklist};
+use crate::{Desk, correlation, leases, reports, revisions, second_reads, view, worklist};
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -34,6 +34,10 @@ pub(crate) fn router(desk: Arc<Desk>) -> Router {
         .route("/v1/second-reads/{id}/verdict", post(second_reads::verdict))
         .route("/v1/requests/{id}/heartbeat", post(leases::heartbeat))
         .route("/v1/requests/{id}/draft", put(leases::save_draft))
+        .route_layer(axum::middleware::from_fn_with_state(
+            desk.clone(),
+            correlation::follow_request_trace,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             desk.clone(),
             crate::metrics::count_http_requests,
@@ -76,8 +80,17 @@ async fn next(
 ) -> Result<Response, ApiError> {
     match worklist::claim_next(&desk, &reviewer).await? {
         Some(claimed) => {
+            // The claimed request's trace goes back with it, for the reviewer's client to send
+            // on its calls about the request.
+            let trace = store::trace::of_request(&desk.db, claimed.id).await?;
             let sla = store::sla::claim_context(&desk.db, claimed.id).await?;
-            Ok(Json(view::claimed_request(&claimed, sla)?).into_response())
+            let mut response = Json(view::claimed_request(&claimed, sla)?).into_response();
+            if let Some(value) = trace.as_ref().and_then(correlation::header_value) {
+                response
+                    .headers_mut()
+                    .insert(bus::trace::TRACEPARENT, value);
+            }
+            Ok(response)
         }
         None => Ok(StatusCode::NO_CONTENT.into_response()),
     }

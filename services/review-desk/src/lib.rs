@@ -19,6 +19,7 @@
 mod aging;
 mod api;
 mod broker;
+mod correlation;
 mod error;
 mod leases;
 mod metrics;

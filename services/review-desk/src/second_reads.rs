@@ -89,10 +89,13 @@ pub(crate) async fn next(
         },
         store::sla::ClaimContext::default(),
     )?;
+    let trace = store::trace::of_request(&mut *tx, claimed.request_uuid).await?;
     tx.commit().await?;
-    tracing::info!(second_read = claimed.id, request_uuid = %claimed.request_uuid, reviewer = reviewer.id,
-        version = claimed.report_version, "second read claimed");
-    Ok(Json(SecondReadView {
+    bus::trace::span_of(trace).in_scope(|| {
+        tracing::info!(second_read = claimed.id, request_uuid = %claimed.request_uuid, reviewer = reviewer.id,
+            version = claimed.report_version, "second read claimed");
+    });
+    let mut response = Json(SecondReadView {
         second_read_id: claimed.id,
         request_uuid: claimed.request_uuid,
         request,
@@ -105,7 +108,13 @@ pub(crate) async fn next(
         },
         lease_expires_at: claimed.lease_expires_at,
     })
-    .into_response())
+    .into_response();
+    if let Some(value) = trace.as_ref().and_then(crate::correlation::header_value) {
+        response
+            .headers_mut()
+            .insert(bus::trace::TRACEPARENT, value);
+    }
+    Ok(response)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -187,15 +196,21 @@ pub(crate) async fn verdict(
         correlation_id: held.correlation_id.clone(),
         occurred_at: recorded_at,
     };
-    store::outbox::enqueue(
-        &mut tx,
-        &[messages::lifecycle_event(&desk.topology.names, &fact)],
+    let trace = store::trace::of_request(&mut *tx, held.request_uuid).await?;
+    bus::trace::within(
+        trace,
+        store::outbox::enqueue(
+            &mut tx,
+            &[messages::lifecycle_event(&desk.topology.names, &fact)],
+        ),
     )
     .await?;
     tx.commit().await?;
     desk.broker.outbox_wake.notify_one();
-    tracing::info!(second_read = id, request_uuid = %held.request_uuid, reviewer = reviewer.id,
-        verdict = body.verdict.as_str(), "second read recorded");
+    bus::trace::span_of(trace).in_scope(|| {
+        tracing::info!(second_read = id, request_uuid = %held.request_uuid, reviewer = reviewer.id,
+            verdict = body.verdict.as_str(), "second read recorded");
+    });
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "second_read_id": id, "verdict": body.verdict.as_str() })),

@@ -180,6 +180,21 @@ async fn announce_claim(
     reviewer: &Reviewer,
     reason: &str,
 ) -> Result<(), ApiError> {
+    let trace = store::trace::of_request(&mut *tx, claimed.id).await?;
+    bus::trace::within(
+        trace,
+        announce_claim_in_trace(desk, tx, claimed, reviewer, reason),
+    )
+    .await
+}
+
+async fn announce_claim_in_trace(
+    desk: &Desk,
+    tx: &mut sqlx::PgConnection,
+    claimed: &ClaimedRequest,
+    reviewer: &Reviewer,
+    reason: &str,
+) -> Result<(), ApiError> {
     let at = store::db_now(tx).await?;
     let fact = LifecycleFact {
         event_id: Uuid::new_v4(),

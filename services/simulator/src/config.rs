@@ -72,6 +72,10 @@ pub struct Config {
     /// Declare the core topology and each origin's results queue with `amqp_url` at start, as
     /// `relayctl` would, so the simulator works against a fresh broker.
     pub sim_declare_topology: bool,
+    /// Where the counties write their HIS register (pseudonym, name, national id) as CSV; not
+    /// written when absent. Names and national ids never leave the county: a test searches the
+    /// relay's logs for them.
+    pub sim_his_register: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -111,6 +115,7 @@ impl Default for Config {
             sim_origins: true,
             sim_reviewer_bots: true,
             sim_declare_topology: true,
+            sim_his_register: None,
         }
     }
 }

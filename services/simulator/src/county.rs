@@ -7,7 +7,7 @@ use crate::ids;
 use crate::ledger::{Outstanding, Sent};
 use crate::origin_inbox;
 use crate::progress::Stats;
-use crate::publish::publish_request;
+use crate::publish::{OriginMessage, publish_as_origin};
 use bus::PublishError;
 use bus::lapin::options::ConfirmSelectOptions;
 use bus::lapin::{Channel, Connection};
@@ -192,7 +192,13 @@ impl OriginSession<'_> {
         match &sent.patient {
             // A resubmission is about the same patient.
             Some(patient) => request.patient = Some(patient.clone()),
-            None => sent.patient = request.patient.clone(),
+            None => {
+                // A new patient: the HIS registers name and national id under the pseudonym.
+                if let Some(patient) = &request.patient {
+                    sim.his_register.admit(patient);
+                }
+                sent.patient = request.patient.clone();
+            }
         }
         if let Some(original) = &sent.resubmission_of {
             request.resubmission_of = original.clone();
@@ -201,8 +207,13 @@ impl OriginSession<'_> {
         // Remembered before publishing: the outcome may arrive before the confirm.
         self.outstanding.insert(request_id.clone(), sent);
         let correlation_id = uuid::Uuid::new_v4().to_string();
+        // The HIS's own trace of this request; a copy sent again is the same request, same trace.
+        let traceparent = bus::trace::TraceContext::new_root().to_string();
         let body = request.encode_to_vec();
-        if let Err(error) = self.publish(kind, &body, &correlation_id).await {
+        if let Err(error) = self
+            .publish(kind, &body, &correlation_id, &traceparent)
+            .await
+        {
             self.outstanding.remove(&request_id);
             return Err(error);
         }
@@ -210,7 +221,10 @@ impl OriginSession<'_> {
         if rand::rng().random_bool(sim.config.sim_duplicate_probability) {
             // Best effort: the request itself is confirmed whatever happens to its copy (a broker
             // fault surfaces again on the next publish).
-            match self.publish(kind, &body, &correlation_id).await {
+            match self
+                .publish(kind, &body, &correlation_id, &traceparent)
+                .await
+            {
                 Ok(()) => Stats::add(&sim.stats.duplicates_sent),
                 Err(error) => {
                     tracing::warn!(request_id, error = %error, "duplicate not taken by the broker")
@@ -265,16 +279,22 @@ impl OriginSession<'_> {
         kind: StudyKind,
         body: &[u8],
         correlation_id: &str,
+        traceparent: &str,
     ) -> Result<(), PublishError> {
         let exchange = self.sim.names.requests_exchange();
         let routing_key = format!("{}.{}", self.origin.code, kind.as_str());
-        publish_request(
-            &self.channel,
-            &exchange,
-            &routing_key,
-            &self.origin.broker_user,
+        let message = OriginMessage {
+            exchange: &exchange,
+            routing_key: &routing_key,
+            broker_user: &self.origin.broker_user,
+            message_type: contract::message_type::REVIEW_REQUEST,
             body,
             correlation_id,
+            traceparent: Some(traceparent),
+        };
+        publish_as_origin(
+            &self.channel,
+            &message,
             self.sim.config.broker.confirm_timeout(),
         )
         .await

@@ -126,6 +126,10 @@ async fn handle(
         acknowledged_at: Some(domain::wire::timestamp(chrono::Utc::now())),
     };
     let body = acknowledgement.encode_to_vec();
+    // The acknowledgement answers the notification: it continues the notification's trace.
+    let traceparent = bus::trace::Incoming::of_delivery(&delivery)
+        .valid()
+        .map(|trace| trace.child().to_string());
     let exchange = sim.names.acknowledgements_exchange();
     let routing_key = format!("{}.critical", origin.code);
     let message = OriginMessage {
@@ -135,6 +139,7 @@ async fn handle(
         message_type: contract::message_type::CRITICAL_ACKNOWLEDGEMENT,
         body: &body,
         correlation_id: &notification.notification_id,
+        traceparent: traceparent.as_deref(),
     };
     match publish_as_origin(publishing, &message, config.broker.confirm_timeout()).await {
         Ok(()) => {

@@ -74,15 +74,33 @@ pub(crate) struct DeskClient<'a> {
     pub http: &'a reqwest::Client,
     pub base: &'a str,
     pub bot: &'a ReviewerBot,
+    /// The `traceparent` the desk returned with the request being read, sent back on every
+    /// call about it, as a workstation that joins the relay's traces does. A bot reads one
+    /// thing at a time, so one slot is enough.
+    pub traceparent: std::sync::Mutex<Option<String>>,
 }
 
 impl DeskClient<'_> {
     pub async fn next(&self) -> Result<Option<WorkItem>, DeskError> {
-        self.take("/v1/worklist/next").await
+        // A claim call is about no request yet.
+        self.remember_trace(None);
+        let (item, traceparent) = self.take("/v1/worklist/next").await?;
+        self.remember_trace(traceparent);
+        Ok(item)
     }
 
     pub async fn next_second_read(&self) -> Result<Option<SecondReadItem>, DeskError> {
-        self.take("/v1/second-reads/next").await
+        // A claim call is about no request yet.
+        self.remember_trace(None);
+        let (item, traceparent) = self.take("/v1/second-reads/next").await?;
+        self.remember_trace(traceparent);
+        Ok(item)
+    }
+
+    fn remember_trace(&self, traceparent: Option<String>) {
+        if let Ok(mut slot) = self.traceparent.lock() {
+            *slot = traceparent;
+        }
     }
 
     /// Renews the lease; returns when it now runs out.
@@ -111,16 +129,30 @@ impl DeskClient<'_> {
         self.send(self.http.post(url).json(body)).await.map(drop)
     }
 
-    async fn take<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, DeskError> {
+    /// What the desk handed out, with the `traceparent` it came with.
+    async fn take<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(Option<T>, Option<String>), DeskError> {
         let url = format!("{}{path}", self.base);
         let response = self.send(self.http.post(url)).await?;
         if response.status() == StatusCode::NO_CONTENT {
-            return Ok(None);
+            return Ok((None, None));
         }
-        read_json(response).await.map(Some)
+        let traceparent = response
+            .headers()
+            .get(bus::trace::TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        Ok((Some(read_json(response).await?), traceparent))
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, DeskError> {
+        let traceparent = self.traceparent.lock().ok().and_then(|slot| slot.clone());
+        let request = match traceparent {
+            Some(value) => request.header(bus::trace::TRACEPARENT, value),
+            None => request,
+        };
         let response = request
             .bearer_auth(&self.bot.token)
             .send()

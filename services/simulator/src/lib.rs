@@ -13,6 +13,7 @@ mod config;
 mod county;
 mod critical_inbox;
 mod desk_client;
+mod his_register;
 pub mod ids;
 mod ledger;
 mod origin_inbox;
@@ -112,6 +113,8 @@ pub(crate) struct Simulation {
     pub run_id: String,
     pub origin_count: usize,
     pub budget: Budget,
+    /// The counties' register of their patients' names and national ids (which never travel).
+    pub his_register: his_register::HisRegister,
     /// Cancelled on SIGTERM / Ctrl-C, or once a set total has been published and settled.
     pub shutdown: CancellationToken,
     seq: AtomicU64,
@@ -128,6 +131,7 @@ impl Simulation {
         Simulation {
             names: Names::new(config.broker.namespace.clone()),
             budget: Budget::new(config.sim_total),
+            his_register: his_register::HisRegister::none(),
             origin_count: 1,
             config,
             catalog,
@@ -175,9 +179,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
+    let his_register = his_register::HisRegister::open(config.sim_his_register.as_deref())
+        .context("opening the HIS register file")?;
     let sim = Simulation {
         names: config.broker.topology()?.names,
         budget: Budget::new(config.sim_total),
+        his_register,
         origin_count: origins.len().max(1),
         config,
         catalog,

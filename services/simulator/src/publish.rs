@@ -4,6 +4,7 @@
 
 use bus::PublishError;
 use bus::lapin::options::BasicPublishOptions;
+use bus::lapin::types::{AMQPValue, FieldTable};
 use bus::lapin::{BasicProperties, Channel, Confirmation};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub async fn publish_request(
         message_type: contract::message_type::REVIEW_REQUEST,
         body,
         correlation_id,
+        traceparent: None,
     };
     publish_as_origin(channel, &message, confirm_timeout).await
 }
@@ -38,6 +40,8 @@ pub(crate) struct OriginMessage<'a> {
     pub message_type: &'a str,
     pub body: &'a [u8],
     pub correlation_id: &'a str,
+    /// W3C `traceparent`: the HIS's trace of this request, which the relay then follows.
+    pub traceparent: Option<&'a str>,
 }
 
 /// Publishes persistent and mandatory with the broker-verified `user_id` and a fresh
@@ -54,6 +58,7 @@ pub(crate) async fn publish_as_origin(
         message_type,
         body,
         correlation_id,
+        traceparent,
     } = *message;
     let place = || (exchange.to_owned(), routing_key.to_owned());
     let properties = BasicProperties::default()
@@ -66,6 +71,7 @@ pub(crate) async fn publish_as_origin(
         .with_user_id(broker_user.into())
         .with_message_id(uuid::Uuid::new_v4().to_string().into())
         .with_correlation_id(correlation_id.into())
+        .with_headers(headers(traceparent))
         .with_timestamp(
             chrono::Utc::now()
                 .timestamp()
@@ -107,4 +113,16 @@ pub(crate) async fn publish_as_origin(
             })
         }
     }
+}
+
+/// The application headers of an origin's message: only `traceparent`, when it has one.
+fn headers(traceparent: Option<&str>) -> FieldTable {
+    let mut headers = FieldTable::default();
+    if let Some(value) = traceparent {
+        headers.insert(
+            bus::trace::TRACEPARENT.into(),
+            AMQPValue::LongString(value.into()),
+        );
+    }
+    headers
 }

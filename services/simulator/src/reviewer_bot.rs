@@ -61,6 +61,7 @@ pub(crate) async fn run(sim: &Simulation, client: &reqwest::Client, bot: &Review
         http: client,
         base: sim.config.sim_review_desk_url.trim_end_matches('/'),
         bot,
+        traceparent: std::sync::Mutex::new(None),
     };
     let mut failures: u32 = 0;
     while !sim.shutdown.is_cancelled() {

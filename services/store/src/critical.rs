@@ -153,8 +153,18 @@ pub async fn send_due_reminders(
             ),
             sent.last_sent_at,
         );
-        outgoing.push(message);
-        outgoing.push(messages::lifecycle_event(names, &event));
+        // Several requests' reminders go out in this one transaction: each pair is stamped with
+        // its own request's trace here, as no single trace is current.
+        let mut pair = [message, messages::lifecycle_event(names, &event)];
+        let trace = crate::trace::of_request(&mut *tx, send.request_uuid).await?;
+        if let Some(trace) = &trace {
+            pair.iter_mut().for_each(|message| message.stamp(trace));
+        }
+        bus::trace::span_of(trace).in_scope(|| {
+            tracing::info!(notification = %send.id, request_uuid = %send.request_uuid, reminder,
+                "critical value unacknowledged: reminder queued");
+        });
+        outgoing.extend(pair);
     }
     crate::outbox::enqueue(&mut tx, &outgoing).await?;
     tx.commit().await?;

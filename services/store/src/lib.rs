@@ -19,6 +19,7 @@ pub mod second_reads;
 pub mod sla;
 pub mod sla_config;
 pub mod status;
+pub mod trace;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;

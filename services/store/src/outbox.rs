@@ -13,8 +13,16 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Adds messages to the outbox inside the caller's transaction.
+///
+/// Within a trace (`bus::trace::within`), each message is stamped with it: a `traceparent`
+/// header naming the trace and a new span, replacing any it had.
 pub async fn enqueue(conn: &mut PgConnection, messages: &[OutgoingMessage]) -> sqlx::Result<()> {
+    let trace = bus::trace::current();
     for message in messages {
+        let headers = match &trace {
+            Some(trace) => bus::trace::stamped_headers(&message.headers, trace),
+            None => message.headers.clone(),
+        };
         sqlx::query!(
             r#"insert into outbox (exchange, routing_key, message_type, message_id, correlation_id, body, headers)
                values ($1, $2, $3, $4, $5, $6, $7)"#,
@@ -24,7 +32,7 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutgoingMessage]) -> s
             message.message_id,
             message.correlation_id,
             message.body,
-            serde_json::to_value(&message.headers).unwrap_or_default(),
+            serde_json::to_value(&headers).unwrap_or_default(),
         )
         .execute(&mut *conn)
         .await?;
@@ -166,6 +174,15 @@ impl OutboxRelay {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                for message in &messages {
+                    tracing::debug!(
+                        trace_id = message.trace_id().map(|id| id.to_string()),
+                        message_id = message.message_id,
+                        exchange = message.exchange,
+                        routing_key = message.routing_key,
+                        "outbox message published"
+                    );
+                }
                 Ok(messages.len())
             }
             Err(PublishError::Unroutable {
@@ -182,6 +199,11 @@ impl OutboxRelay {
                             .publish(&self.dead_letter_copy(message))
                             .await?;
                         parked.push(*id);
+                        tracing::error!(
+                            trace_id = message.trace_id().map(|id| id.to_string()),
+                            message_id = message.message_id,
+                            "unroutable outbox message dead-lettered"
+                        );
                     }
                 }
                 tracing::error!(

@@ -17,6 +17,8 @@ pub struct NewRequest<'a> {
     pub department: &'a str,
     pub subspecialty: Option<&'a str>,
     pub correlation_id: &'a str,
+    /// The W3C trace id that follows the request (32 lower-case hex digits).
+    pub trace_id: &'a str,
     pub requested_at: DateTime<Utc>,
     pub body: &'a [u8],
     pub pool: &'a PoolCode,
@@ -51,8 +53,8 @@ pub async fn accept(conn: &mut PgConnection, request: &NewRequest<'_>) -> sqlx::
     let inserted = sqlx::query_scalar!(
         r#"insert into review_requests
                (id, origin_hospital, request_id, content_sha256, kind, priority, department, subspecialty,
-                correlation_id, requested_at, state, pool_code, routed_at, body, frozen_section)
-           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'routed', $11, now(), $12, $13)
+                correlation_id, requested_at, state, pool_code, routed_at, body, frozen_section, trace_id)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'routed', $11, now(), $12, $13, $14)
            on conflict (origin_hospital, request_id) do nothing
            returning id"#,
         request.id,
@@ -68,6 +70,7 @@ pub async fn accept(conn: &mut PgConnection, request: &NewRequest<'_>) -> sqlx::
         request.pool.as_str(),
         request.body,
         request.frozen_section,
+        request.trace_id,
     )
     .fetch_optional(&mut *conn)
     .await?;
