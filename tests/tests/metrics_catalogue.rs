@@ -7,7 +7,7 @@
 use contract::v1;
 use sqlx::PgPool;
 use tests::critical::{acknowledgement, critical_report, next_critical, publish_acknowledgement};
-use tests::metrics::{Service, status_of, url, wait_metric};
+use tests::metrics::{Scrape, Service, status_of, url, wait_metric};
 use tests::sla::{pass_due_time, publish_ecg};
 use tests::{HOSPITAL_A, TestRelay, tokens, wait_until};
 
@@ -122,5 +122,54 @@ async fn every_metric_of_the_catalogue_is_exposed_with_its_type_and_no_other(db:
             "{family} ({kind}) is exposed but not in docs/metrics.md's catalogue"
         );
     }
+    relay.stop().await;
+}
+
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_publish_no_queue_takes_is_counted_unroutable_with_its_confirm_time(db: PgPool) {
+    let relay = TestRelay::start(db).await;
+    let mut registry = telemetry::metrics::Registry::default();
+    let pipeline = telemetry::metrics::PipelineMetrics::register(&mut registry);
+    let addresses = relay.broker_config.addresses().unwrap();
+    let connection = bus::connect(&addresses, "metrics-test", 0).await.unwrap();
+    let publisher = bus::Publisher::open(
+        &connection,
+        "metrics-test",
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap()
+    .with_metrics(pipeline);
+    let nowhere = bus::OutgoingMessage {
+        exchange: relay.topology.names.review_exchange(),
+        routing_key: "no-such-pool.stat".into(),
+        message_type: "telerelay.v1.ReviewRequest".into(),
+        message_id: "metrics-unroutable-1".into(),
+        correlation_id: "metrics-unroutable-1".into(),
+        body: Vec::new(),
+        headers: Vec::new(),
+    };
+    let refused = publisher.publish(&nowhere).await;
+    assert!(
+        matches!(refused, Err(bus::PublishError::Unroutable { .. })),
+        "{refused:?}"
+    );
+    let scrape = Scrape::parse(&telemetry::metrics::text(&registry).unwrap());
+    assert_eq!(
+        scrape.value(
+            "telerelay_published_total",
+            &[("exchange", "review"), ("outcome", "unroutable")]
+        ),
+        1.0
+    );
+    assert_eq!(scrape.value("telerelay_published_total", &[]), 1.0);
+    assert_eq!(
+        scrape.value(
+            "telerelay_publish_confirm_seconds_count",
+            &[("exchange", "review")]
+        ),
+        1.0
+    );
+    connection.close(200, "done".into()).await.ok();
     relay.stop().await;
 }

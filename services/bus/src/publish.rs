@@ -6,7 +6,7 @@ use futures::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use telemetry::metrics::{PipelineMetrics, PublishOutcome};
 
@@ -193,10 +193,10 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         // Messages the broker settled (confirmed, returned or nacked): whatever is left when the
         // timeout strikes is counted as timed out.
-        let settled = AtomicUsize::new(0);
+        let settled: Vec<AtomicBool> = messages.iter().map(|_| AtomicBool::new(false)).collect();
         let confirms = async {
             let mut pending = Vec::with_capacity(messages.len());
-            for message in messages {
+            for (message, settled) in messages.iter().zip(&settled) {
                 let published_at = Instant::now();
                 let confirm = self
                     .channel
@@ -213,10 +213,9 @@ impl Publisher {
                         self.properties(message),
                     )
                     .await?;
-                let settled = &settled;
                 pending.push(async move {
                     let confirmation = confirm.await?;
-                    settled.fetch_add(1, Ordering::Relaxed);
+                    settled.store(true, Ordering::Relaxed);
                     self.metrics
                         .confirm_latency(&message.exchange, published_at.elapsed());
                     self.metrics
@@ -232,8 +231,11 @@ impl Publisher {
         let confirmations = match tokio::time::timeout(self.confirm_timeout, confirms).await {
             Ok(confirmations) => confirmations?,
             Err(_) => {
-                let unsettled = messages.len() - settled.load(Ordering::Relaxed);
-                for message in messages.iter().take(unsettled) {
+                let unsettled = messages
+                    .iter()
+                    .zip(&settled)
+                    .filter(|(_, settled)| !settled.load(Ordering::Relaxed));
+                for (message, _) in unsettled {
                     self.metrics
                         .publish_settled(&message.exchange, PublishOutcome::Timeout);
                 }

@@ -334,11 +334,17 @@ impl Readiness {
     }
 }
 
+/// The registry in the text exposition format.
+pub fn text(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
 /// The registry as the text exposition, for `GET /metrics`.
 pub fn exposition(registry: &Registry) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+    match text(registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(error) => {
             tracing::error!(error = %error, "encoding the metrics failed");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -406,9 +412,7 @@ mod tests {
     use super::*;
 
     fn scrape(registry: &Registry) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, registry).unwrap_or_default();
-        text
+        text(registry).unwrap()
     }
 
     #[test]
