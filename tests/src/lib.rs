@@ -16,6 +16,7 @@ pub mod private_broker;
 pub mod private_cluster;
 pub mod private_postgres;
 mod registry;
+pub mod relay_processes;
 pub mod revisions;
 pub mod routing;
 pub mod service_process;

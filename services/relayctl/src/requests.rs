@@ -86,14 +86,11 @@ pub async fn break_lock(
         reason.push_str(": ");
         reason.push_str(note.trim());
     }
-    store::sla::release_to_lane(
-        &mut tx,
-        names,
-        &request,
-        &format!("operator:{}", operator.trim()),
-        reason,
-    )
-    .await?;
+    // The lane message and the event continue the request's trace.
+    let trace = store::trace::of_request(&mut *tx, id).await?;
+    let actor = format!("operator:{}", operator.trim());
+    let release = store::sla::release_to_lane(&mut tx, names, &request, &actor, reason);
+    bus::trace::within(trace, release).await?;
     tx.commit().await?;
     Ok(BreakLock::Released { holder })
 }
