@@ -15,6 +15,7 @@ pub mod private_broker;
 pub mod private_cluster;
 pub mod private_postgres;
 mod registry;
+pub mod reports;
 pub mod revisions;
 pub mod routing;
 pub mod service_process;
