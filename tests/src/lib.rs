@@ -17,6 +17,7 @@ pub mod private_cluster;
 pub mod private_postgres;
 mod registry;
 pub mod relay_processes;
+pub mod reports;
 pub mod revisions;
 pub mod routing;
 pub mod service_process;

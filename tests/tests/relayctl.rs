@@ -127,7 +127,9 @@ async fn loading_the_registry_again_replaces_the_pairings_without_a_restart(db: 
 }
 
 #[sqlx::test(migrator = "store::MIGRATOR")]
-async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_state(db: PgPool) {
+async fn status_shows_per_lane_depth_oldest_and_sla_open_critical_values_and_dead_letters(
+    db: PgPool,
+) {
     let relay = TestRelay::start(db).await;
     for n in 0..3 {
         relay
@@ -183,6 +185,34 @@ async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_sta
     .await
     .unwrap();
 
+    // An imaging request reported critical and not yet acknowledged: an open critical value.
+    relay
+        .broker
+        .publish_request(&tests::fixtures::imaging_request(
+            HOSPITAL_A,
+            "STATUS-CT",
+            v1::Priority::Stat,
+        ))
+        .await;
+    relay.request_uuid(HOSPITAL_A, "STATUS-CT").await;
+    let claimed = relay.claim_next(tokens::IMAGING).await;
+    let (status, _) = relay
+        .report(
+            tokens::IMAGING,
+            claimed["request_uuid"].as_str().unwrap(),
+            tests::report_body(true),
+        )
+        .await;
+    assert_eq!(status, 201);
+    wait_until("the garbage stored as a dead letter", || async {
+        sqlx::query_scalar!(r#"select count(*) as "n!" from dead_letters"#)
+            .fetch_one(&relay.db)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+
     let text = relayctl::status::render(&relay.broker_config, &relay.db)
         .await
         .unwrap();
@@ -192,17 +222,15 @@ async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_sta
             .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
             .to_owned()
     };
-    let lane_line = line_with(&lane);
+    // pool, priority, depth (broker), waiting, oldest, reading, at risk, overdue.
+    let lane = line_with("xy-ecg           routine");
+    let cells: Vec<&str> = lane.split_whitespace().collect();
+    assert_eq!(cells[..4], ["xy-ecg", "routine", "3", "3"], "{lane}");
+    assert!(cells[4].ends_with('s'), "the oldest waiting's age: {lane}");
+    assert_eq!(cells[5..], ["0", "1", "1"], "{lane}");
     assert!(
-        lane_line.split_whitespace().any(|word| word == "3"),
-        "{lane_line}"
-    );
-    let waiting = line_with("xy-ecg           routine");
-    assert!(waiting.contains("3 waiting (oldest"), "{waiting}");
-    assert!(waiting.contains("0 in reading"), "{waiting}");
-    assert!(
-        waiting.contains("1 at risk") && waiting.contains("1 overdue"),
-        "{waiting}"
+        !text.contains("xy-imaging       stat"),
+        "an empty lane is not listed:\n{text}"
     );
     let clock = line_with("open: ");
     assert!(
@@ -210,18 +238,52 @@ async fn status_shows_lane_depths_the_oldest_waiting_request_and_requests_by_sta
         "{clock}"
     );
     let critical = line_with("acknowledged in the last 24 h");
-    assert!(critical.contains("open 0"), "{critical}");
+    assert!(critical.contains("open 1 (oldest"), "{critical}");
+    let per_origin = line_with(&format!("    {HOSPITAL_A}"));
+    assert!(
+        per_origin.contains("1 open,    0 past acknowledge-by"),
+        "{per_origin}"
+    );
+    let queue = relay.topology.names.dead_letter_queue();
+    assert!(
+        line_with(&format!("waiting in {queue} for the recorder")).ends_with(": 0"),
+        "{text}"
+    );
+    assert!(line_with("stored, not replayed").ends_with(": 1"), "{text}");
     let row = |first_word: &str| {
         text.lines()
             .find(|line| line.split_whitespace().next() == Some(first_word))
             .unwrap_or_else(|| panic!("no row {first_word:?} in:\n{text}"))
             .split_whitespace()
-            .last()
+            .nth(1)
             .unwrap()
             .to_owned()
     };
     assert_eq!(row("routed"), "3", "requests by state");
-    assert_eq!(row("malformed"), "1", "refusals by reason");
+    assert_eq!(
+        row("malformed"),
+        "1",
+        "refusals by reason, and dead letters by reason"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|line| line.split_whitespace().next() == Some("malformed"))
+            .count(),
+        2,
+        "{text}"
+    );
+
+    // Without the broker, the depths are unknown and the rest is still shown.
+    let offline = relayctl::status::render_on(&relay.broker_config, None, &relay.db)
+        .await
+        .unwrap();
+    assert!(offline.contains("broker unreachable"), "{offline}");
+    assert!(offline.contains("waiting in"), "{offline}");
+    let lane = offline
+        .lines()
+        .find(|line| line.contains("xy-ecg           routine"))
+        .unwrap();
+    assert_eq!(lane.split_whitespace().nth(2), Some("?"), "{lane}");
     relay.stop().await;
 }
 

@@ -5,6 +5,7 @@ pub mod critical;
 pub mod dead_letters;
 pub mod duration;
 pub mod pairing;
+pub mod report;
 pub mod requests;
 pub mod second_reads;
 pub mod sla;
@@ -67,6 +68,9 @@ pub enum Command {
         #[arg(long)]
         watch: Option<u64>,
     },
+    /// Per pairing and kind: requests, remote diagnoses, returns, turnaround median and p90, SLA
+    /// compliance, critical values and their acknowledgement, for requests received in a window.
+    Report(report::ReportArgs),
     /// Turnaround targets (SLA) per kind × priority.
     #[command(subcommand)]
     Sla(sla::SlaCommand),
@@ -140,6 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SecondReads(args) => second_reads::run(&args, &db).await?,
         Command::Critical(args) => critical::run(args, &db).await?,
         Command::Status { watch } => status::show(&config.broker, &db, watch).await?,
+        Command::Report(args) => report::run(args, &db).await?,
         Command::Sla(command) => sla::run_sla(command, &db).await?,
         Command::Escalation(command) => sla::run_escalation(command, &db).await?,
         Command::Requests(command) => {

@@ -12,6 +12,7 @@ pub mod lanes;
 pub mod outbox;
 pub mod registry;
 pub mod registry_edits;
+pub mod reports;
 pub mod requests;
 pub mod review;
 pub mod revisions;

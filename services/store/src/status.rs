@@ -1,5 +1,6 @@
-//! What `relayctl status` shows from PostgreSQL: requests by state and the oldest waiting
-//! request per lane (queue depths come from the broker); and what the recorder's gauges report.
+//! What `relayctl status` shows from PostgreSQL: requests by state, open work and the oldest
+//! waiting request per lane, the SLA clock, open critical values, dead letters not replayed (queue
+//! depths come from the broker); and what the recorder's gauges report.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -256,6 +257,30 @@ pub async fn lanes_waiting(db: &PgPool) -> sqlx::Result<Vec<LaneWaiting>> {
     .await
 }
 
+/// The open critical notifications (危急值) of one origin hospital: whose clinicians the operator
+/// may have to call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenCritical {
+    pub origin: String,
+    pub open: i64,
+    /// Of those, past their acknowledge-by time (reminders running).
+    pub overdue: i64,
+    pub oldest_notified_at: DateTime<Utc>,
+}
+
+pub async fn open_critical_by_origin(db: &PgPool) -> sqlx::Result<Vec<OpenCritical>> {
+    sqlx::query_as!(
+        OpenCritical,
+        r#"select origin_hospital as origin, count(*) as "open!",
+                  count(*) filter (where acknowledge_by < now()) as "overdue!",
+                  min(notified_at) as "oldest_notified_at!"
+           from critical_notifications where acknowledged_at is null
+           group by origin_hospital order by min(notified_at)"#
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// The open SLA and critical-value counts the recorder's gauges report.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenCounts {
@@ -300,4 +325,24 @@ pub async fn dead_letters_unreplayed(db: &PgPool) -> sqlx::Result<Vec<(String, i
         .into_iter()
         .map(|row| (row.reason, row.unreplayed))
         .collect())
+}
+
+/// Stored dead letters no operator has replayed yet, of one reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreplayedDeadLetters {
+    pub reason: String,
+    pub count: i64,
+    pub oldest_stored_at: DateTime<Utc>,
+}
+
+pub async fn unreplayed_dead_letters(db: &PgPool) -> sqlx::Result<Vec<UnreplayedDeadLetters>> {
+    sqlx::query_as!(
+        UnreplayedDeadLetters,
+        r#"select d.reason, count(*) as "count!", min(d.stored_at) as "oldest_stored_at!"
+           from dead_letters d
+           where not exists (select 1 from dead_letter_replays r where r.dead_letter_id = d.id)
+           group by d.reason order by d.reason"#
+    )
+    .fetch_all(db)
+    .await
 }
