@@ -193,11 +193,12 @@ impl OriginSession<'_> {
             request.resubmission_of = original.clone();
         }
         let kind = sent.kind;
+        let stat = sent.priority == v1::Priority::Stat;
         // Remembered before publishing: the outcome may arrive before the confirm.
         self.outstanding.insert(request_id.clone(), sent);
         let correlation_id = uuid::Uuid::new_v4().to_string();
         let body = request.encode_to_vec();
-        if let Err(error) = self.publish(kind, &body, &correlation_id).await {
+        if let Err(error) = self.publish(kind, stat, &body, &correlation_id).await {
             self.outstanding.remove(&request_id);
             return Err(error);
         }
@@ -205,7 +206,7 @@ impl OriginSession<'_> {
         if rand::rng().random_bool(sim.config.sim_duplicate_probability) {
             // Best effort: the request itself is confirmed whatever happens to its copy (a broker
             // fault surfaces again on the next publish).
-            match self.publish(kind, &body, &correlation_id).await {
+            match self.publish(kind, stat, &body, &correlation_id).await {
                 Ok(()) => Stats::add(&sim.stats.duplicates_sent),
                 Err(error) => {
                     tracing::warn!(request_id, error = %error, "duplicate not taken by the broker")
@@ -255,14 +256,17 @@ impl OriginSession<'_> {
         Ok(true)
     }
 
+    /// Publishes a request; a STAT one on the express lane's routing key.
     async fn publish(
         &self,
         kind: StudyKind,
+        stat: bool,
         body: &[u8],
         correlation_id: &str,
     ) -> Result<(), PublishError> {
         let exchange = self.sim.names.requests_exchange();
-        let routing_key = format!("{}.{}", self.origin.code, kind.as_str());
+        let routing_key =
+            bus::Names::request_routing_key(self.origin.code.as_str(), kind.as_str(), stat);
         publish_request(
             &self.channel,
             &exchange,
