@@ -61,6 +61,7 @@ impl TestBroker {
         let names = &topology.names;
         let queues = vec![
             names.dispatcher_queue(),
+            names.dispatcher_stat_queue(),
             names.recorder_events_queue(),
             names.recorder_results_queue(),
             names.dead_letter_queue(),

@@ -20,7 +20,8 @@ impl Names {
         &self.namespace
     }
 
-    /// Topic exchange origins publish requests to, routing key `<origin code>.<kind>`.
+    /// Topic exchange origins publish requests to, routing key `<origin code>.<kind>`, or
+    /// `<origin code>.<kind>.stat` for a STAT request (the express lane).
     pub fn requests_exchange(&self) -> String {
         format!("{}.requests", self.namespace)
     }
@@ -47,6 +48,34 @@ impl Names {
 
     pub fn dispatcher_queue(&self) -> String {
         format!("{}.dispatcher", self.namespace)
+    }
+
+    /// The dispatcher's express input: STAT requests, published with the routing key
+    /// [`Names::STAT_REQUEST_KEY`], wait here instead of behind a backlog of routine work in
+    /// [`Names::dispatcher_queue`] (a queue is first in, first out).
+    pub fn dispatcher_stat_queue(&self) -> String {
+        format!("{}.dispatcher.stat", self.namespace)
+    }
+
+    /// The binding of the dispatcher's queue: `<origin>.<kind>`, the contract's routing key.
+    pub const REQUEST_KEY: &'static str = "*.*";
+
+    /// The binding of the express lane: `<origin>.<kind>.stat`.
+    pub const STAT_REQUEST_KEY: &'static str = "*.*.stat";
+
+    /// The routing key a county publishes a request with: `<origin>.<kind>`, or
+    /// `<origin>.<kind>.stat` for a STAT request, which takes the express lane.
+    pub fn request_routing_key(origin: &str, kind: &str, stat: bool) -> String {
+        if stat {
+            format!("{origin}.{kind}.stat")
+        } else {
+            format!("{origin}.{kind}")
+        }
+    }
+
+    /// Whether a request's routing key claims the express lane.
+    pub fn is_stat_request_key(routing_key: &str) -> bool {
+        routing_key.split('.').count() == 3 && routing_key.ends_with(".stat")
     }
 
     /// One lane per pool and priority: urgent work never queues behind routine work.
@@ -117,5 +146,28 @@ impl Names {
             self.dead_letter_queue(),
             self.alerts_queue(),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_three_word_key_ending_in_stat_claims_the_express_lane() {
+        assert!(Names::is_stat_request_key("HN-HH-001.ecg.stat"));
+        assert!(!Names::is_stat_request_key("HN-HH-001.ecg"));
+        assert!(!Names::is_stat_request_key("HN-HH-001.stat"));
+        assert!(!Names::is_stat_request_key("HN-HH-001.ecg.routine"));
+        assert!(!Names::is_stat_request_key("HN-HH-001.ecg.x.stat"));
+        assert!(Names::is_stat_request_key(&Names::request_routing_key(
+            "HN-HH-001",
+            "ecg",
+            true
+        )));
+        assert_eq!(
+            Names::request_routing_key("HN-HH-001", "imaging", false),
+            "HN-HH-001.imaging"
+        );
     }
 }

@@ -65,13 +65,37 @@ impl Topology {
         )
         .await?;
 
+        // Requests: `<origin>.<kind>` to the dispatcher's queue, `<origin>.<kind>.stat` to its
+        // express lane, so a STAT request never waits behind a backlog of routine work. The two
+        // patterns never match the same key, so no request is delivered twice.
         self.declare_queue(channel, &names.dispatcher_queue(), true)
             .await?;
         bind(
             channel,
             &names.dispatcher_queue(),
             &names.requests_exchange(),
-            "#",
+            Names::REQUEST_KEY,
+        )
+        .await?;
+        // Before the express lane the dispatcher's queue took every key (`#`), which would now
+        // also deliver each express request to it. Unbinding a binding that does not exist is
+        // not an error, so this upgrades a broker declared by an earlier version and is a no-op
+        // on every other.
+        channel
+            .queue_unbind(
+                names.dispatcher_queue().as_str().into(),
+                names.requests_exchange().as_str().into(),
+                "#".into(),
+                FieldTable::default(),
+            )
+            .await?;
+        self.declare_queue(channel, &names.dispatcher_stat_queue(), true)
+            .await?;
+        bind(
+            channel,
+            &names.dispatcher_stat_queue(),
+            &names.requests_exchange(),
+            Names::STAT_REQUEST_KEY,
         )
         .await?;
 

@@ -12,7 +12,7 @@ use bus::messages;
 use chrono::{DateTime, Utc};
 use contract::v1;
 use domain::{
-    HospitalCode, LifecycleFact, Rejection, RejectionReason, RequestState, ReviewRequest,
+    HospitalCode, LifecycleFact, Priority, Rejection, RejectionReason, RequestState, ReviewRequest,
 };
 use store::requests::{Acceptance, NewRequest, Refusal};
 use uuid::Uuid;
@@ -271,6 +271,17 @@ async fn process_in_trace(
         )
         .await;
     }
+    if let Err(rejection) = check_express_lane(context, delivery, &request) {
+        return refuse(
+            context,
+            delivery,
+            &envelope,
+            sender.as_ref(),
+            Some(&claimed),
+            rejection,
+        )
+        .await;
+    }
     let route = database(context, "routing", || {
         store::registry::route(
             db,
@@ -313,6 +324,29 @@ async fn process_in_trace(
         context, delivery, &envelope, &request, &route, &placement, trace,
     )
     .await
+}
+
+/// The express lane (routing key `<origin>.<kind>.stat`) is for STAT requests only: any other
+/// request published there would jump ahead of every origin's waiting work.
+fn check_express_lane(
+    context: &Context,
+    delivery: &Delivery,
+    request: &ReviewRequest,
+) -> Result<(), Rejection> {
+    let routing_key = delivery.routing_key.as_str();
+    let published_as_stat = delivery.exchange.as_str()
+        == context.topology.names.requests_exchange()
+        && bus::Names::is_stat_request_key(routing_key);
+    if published_as_stat && request.priority != Priority::Stat {
+        return Err(Rejection::new(
+            RejectionReason::InvalidField,
+            format!(
+                "priority: the routing key {routing_key} claims the STAT express lane but the request is {}",
+                request.priority
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The request id and origin as the body states them, before validation.

@@ -194,16 +194,32 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
             async move { handle(&context, &state, delivery).await }
         },
     );
-    // The outbox relay outlives the consumer and the clock: once no delivery is in flight and
+    // The express lane has a consumer (and a channel, so a prefetch) of its own: a STAT
+    // request is taken at once however deep the routine backlog in the other queue.
+    let express_channel = connection.create_channel().await?;
+    let express_queue = names.dispatcher_stat_queue();
+    let express = bus::consume_until(
+        &express_channel,
+        &express_queue,
+        "dispatcher",
+        context.config.prefetch,
+        context.shutdown.clone(),
+        |delivery| {
+            let (context, state) = (context.clone(), state.clone());
+            async move { handle(&context, &state, delivery).await }
+        },
+    );
+    // The outbox relay outlives the consumers and the clock: once no delivery is in flight and
     // the clock has stopped, it publishes what is left, then the session closes.
     relay
         .publish_while(async {
-            deliveries.await?;
+            tokio::try_join!(deliveries, express)?;
             clock_stop.cancel();
             clock_task.await?;
             Ok(())
         })
         .await?;
+    express_channel.close(200, "draining".into()).await.ok();
     channel.close(200, "draining".into()).await.ok();
     connection.close(200, "draining".into()).await.ok();
     tracing::info!("dispatcher drained");

@@ -204,6 +204,7 @@ impl OriginSession<'_> {
             request.resubmission_of = original.clone();
         }
         let kind = sent.kind;
+        let stat = sent.priority == v1::Priority::Stat;
         // Remembered before publishing: the outcome may arrive before the confirm.
         self.outstanding.insert(request_id.clone(), sent);
         let correlation_id = uuid::Uuid::new_v4().to_string();
@@ -211,7 +212,7 @@ impl OriginSession<'_> {
         let traceparent = bus::trace::TraceContext::new_root().to_string();
         let body = request.encode_to_vec();
         if let Err(error) = self
-            .publish(kind, &body, &correlation_id, &traceparent)
+            .publish(kind, stat, &body, &correlation_id, &traceparent)
             .await
         {
             self.outstanding.remove(&request_id);
@@ -222,7 +223,7 @@ impl OriginSession<'_> {
             // Best effort: the request itself is confirmed whatever happens to its copy (a broker
             // fault surfaces again on the next publish).
             match self
-                .publish(kind, &body, &correlation_id, &traceparent)
+                .publish(kind, stat, &body, &correlation_id, &traceparent)
                 .await
             {
                 Ok(()) => Stats::add(&sim.stats.duplicates_sent),
@@ -274,15 +275,18 @@ impl OriginSession<'_> {
         Ok(true)
     }
 
+    /// Publishes a request; a STAT one on the express lane's routing key.
     async fn publish(
         &self,
         kind: StudyKind,
+        stat: bool,
         body: &[u8],
         correlation_id: &str,
         traceparent: &str,
     ) -> Result<(), PublishError> {
         let exchange = self.sim.names.requests_exchange();
-        let routing_key = format!("{}.{}", self.origin.code, kind.as_str());
+        let routing_key =
+            bus::Names::request_routing_key(self.origin.code.as_str(), kind.as_str(), stat);
         let message = OriginMessage {
             exchange: &exchange,
             routing_key: &routing_key,
