@@ -59,15 +59,7 @@ impl TestBroker {
             .unwrap();
         topology.declare_core(&channel).await.unwrap();
         let names = &topology.names;
-        let queues = vec![
-            names.dispatcher_queue(),
-            names.dispatcher_stat_queue(),
-            names.recorder_events_queue(),
-            names.recorder_results_queue(),
-            names.dead_letter_queue(),
-            names.recorder_acknowledgements_queue(),
-            names.alerts_queue(),
-        ];
+        let queues = names.core_queues();
         Self {
             connection,
             channel,

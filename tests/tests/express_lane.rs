@@ -69,6 +69,7 @@ async fn a_stat_request_on_the_express_key_is_routed_before_a_waiting_routine_ba
             ..Default::default()
         },
         relay.db.clone(),
+        tests::metrics_listener().0,
         dispatcher_stop.clone(),
     ));
     wait_until(

@@ -140,6 +140,7 @@ impl Names {
     pub fn core_queues(&self) -> Vec<String> {
         vec![
             self.dispatcher_queue(),
+            self.dispatcher_stat_queue(),
             self.recorder_events_queue(),
             self.recorder_results_queue(),
             self.recorder_acknowledgements_queue(),

@@ -204,6 +204,7 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         "dispatcher",
         context.config.prefetch,
         context.shutdown.clone(),
+        &context.pipeline,
         |delivery| {
             let (context, state) = (context.clone(), state.clone());
             async move { handle(&context, &state, delivery).await }

@@ -95,12 +95,7 @@ pub async fn render_on(
     writeln!(out, "\ncore queues (messages waiting / consumers)")?;
     let dead_letter_queue = names.dead_letter_queue();
     let mut dead_letters_waiting = None;
-    for queue in [
-        names.dispatcher_queue(),
-        names.recorder_events_queue(),
-        names.recorder_results_queue(),
-        dead_letter_queue.clone(),
-    ] {
+    for queue in names.core_queues() {
         let depth = queue_depth(connection, &queue).await;
         if queue == dead_letter_queue {
             dead_letters_waiting = depth
