@@ -232,8 +232,10 @@ pub fn render_table(report: &Report, offset: FixedOffset) -> String {
     out
 }
 
-fn table_cells(figures: &Figures) -> String {
-    let cells = [
+/// A line's figures as the text of its cells, in column order: one source for the table and the
+/// HTML page (the CSV keeps full precision).
+fn display_cells(figures: &Figures) -> [String; 14] {
+    [
         figures.requests.to_string(),
         figures.reported.to_string(),
         figures.returned.to_string(),
@@ -248,7 +250,11 @@ fn table_cells(figures: &Figures) -> String {
         format_seconds(figures.critical_ack_median_seconds),
         format_seconds(figures.critical_ack_p90_seconds),
         figures.critical_unacknowledged().to_string(),
-    ];
+    ]
+}
+
+fn table_cells(figures: &Figures) -> String {
+    let cells = display_cells(figures);
     let mut out = String::new();
     for (cell, width) in cells.iter().zip(TABLE_WIDTHS) {
         let _ = write!(out, " {cell:>width$}");

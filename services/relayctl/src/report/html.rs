@@ -3,7 +3,7 @@
 //! hospital intranets are often offline; the page declares UTF-8 so that Chinese hospital names
 //! render, and names local CJK fonts only.
 
-use super::{describe_window, format_seconds, format_share, pairing_label};
+use super::{describe_window, display_cells, format_seconds, format_share, pairing_label};
 use chrono::FixedOffset;
 use std::fmt::Write as _;
 use store::reports::{Figures, Report, ReportLine};
@@ -170,25 +170,10 @@ fn summary_table(out: &mut String, report: &Report) {
 }
 
 fn figure_cells(figures: &Figures) -> String {
-    [
-        figures.requests.to_string(),
-        figures.reported.to_string(),
-        figures.returned.to_string(),
-        figures.open.to_string(),
-        format_seconds(figures.turnaround_median_seconds),
-        format_seconds(figures.turnaround_p90_seconds),
-        figures.sla_in_time.to_string(),
-        figures.sla_late.to_string(),
-        figures.sla_open_overdue.to_string(),
-        format_share(figures.sla_compliance()),
-        figures.critical.to_string(),
-        format_seconds(figures.critical_ack_median_seconds),
-        format_seconds(figures.critical_ack_p90_seconds),
-        figures.critical_unacknowledged().to_string(),
-    ]
-    .iter()
-    .map(|cell| format!("<td class=\"n\">{}</td>", escape(cell)))
-    .collect()
+    display_cells(figures)
+        .iter()
+        .map(|cell| format!("<td class=\"n\">{}</td>", escape(cell)))
+        .collect()
 }
 
 /// A report line as a chart row: a short label with codes, the full names as a tooltip.
