@@ -182,34 +182,12 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
 
     let channel = connection.create_channel().await?;
     let queue = names.dispatcher_queue();
-    let deliveries = bus::consume_until(
-        &channel,
-        &queue,
-        "dispatcher",
-        context.config.prefetch,
-        context.shutdown.clone(),
-        &context.pipeline,
-        |delivery| {
-            let (context, state) = (context.clone(), state.clone());
-            async move { handle(&context, &state, delivery).await }
-        },
-    );
+    let deliveries = consume_requests(&context, &state, &channel, &queue);
     // The express lane has a consumer (and a channel, so a prefetch) of its own: a STAT
     // request is taken at once however deep the routine backlog in the other queue.
     let express_channel = connection.create_channel().await?;
     let express_queue = names.dispatcher_stat_queue();
-    let express = bus::consume_until(
-        &express_channel,
-        &express_queue,
-        "dispatcher",
-        context.config.prefetch,
-        context.shutdown.clone(),
-        &context.pipeline,
-        |delivery| {
-            let (context, state) = (context.clone(), state.clone());
-            async move { handle(&context, &state, delivery).await }
-        },
-    );
+    let express = consume_requests(&context, &state, &express_channel, &express_queue);
     // The outbox relay outlives the consumers and the clock: once no delivery is in flight and
     // the clock has stopped, it publishes what is left, then the session closes.
     relay
@@ -225,6 +203,28 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
     connection.close(200, "draining".into()).await.ok();
     tracing::info!("dispatcher drained");
     Ok(Session::Drained)
+}
+
+/// Consumes one of the dispatcher's input queues (the ordinary one or the STAT express lane);
+/// both are handled alike.
+fn consume_requests<'a>(
+    context: &'a Arc<Context>,
+    state: &'a Arc<SessionState>,
+    channel: &'a bus::lapin::Channel,
+    queue: &'a str,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + 'a {
+    bus::consume_until(
+        channel,
+        queue,
+        "dispatcher",
+        context.config.prefetch,
+        context.shutdown.clone(),
+        &context.pipeline,
+        |delivery| {
+            let (context, state) = (context.clone(), state.clone());
+            async move { handle(&context, &state, delivery).await }
+        },
+    )
 }
 
 /// Handles one delivery to the end: done once the outcome is durable; failed (counted towards
