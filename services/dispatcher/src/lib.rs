@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::Arc;
 use store::outbox::OutboxRelay;
-use telemetry::metrics::{MetricsServer, PipelineMetrics, Readiness, Registry};
+use telemetry::metrics::{MetricsServer, PipelineMetrics, Registry};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -108,13 +108,8 @@ pub async fn run(
     let mut registry = Registry::default();
     let pipeline = PipelineMetrics::register(&mut registry);
     let metrics = metrics::DispatcherMetrics::register(&mut registry);
-    let endpoints = MetricsServer::spawn(
-        metrics_listener,
-        telemetry::metrics::router(
-            Arc::new(registry),
-            Readiness::new(pipeline.clone(), db.clone()),
-        ),
-    );
+    let endpoints =
+        MetricsServer::spawn_endpoints(metrics_listener, registry, &pipeline, db.clone());
     let context = Arc::new(Context {
         topology: config.service.broker.topology()?,
         config,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use std::sync::Arc;
 use store::audit::Delivery as Recorded;
-use telemetry::metrics::{MetricsServer, PipelineMetrics, Readiness, Registry};
+use telemetry::metrics::{MetricsServer, PipelineMetrics, Registry};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -128,13 +128,8 @@ pub async fn run(
     let mut registry = Registry::default();
     let pipeline = PipelineMetrics::register(&mut registry);
     let metrics = metrics::RecorderMetrics::register(&mut registry);
-    let endpoints = MetricsServer::spawn(
-        metrics_listener,
-        telemetry::metrics::router(
-            Arc::new(registry),
-            Readiness::new(pipeline.clone(), db.clone()),
-        ),
-    );
+    let endpoints =
+        MetricsServer::spawn_endpoints(metrics_listener, registry, &pipeline, db.clone());
     let context = Arc::new(Context {
         topology: config.service.broker.topology()?,
         config,

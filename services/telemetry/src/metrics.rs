@@ -399,6 +399,21 @@ impl MetricsServer {
         Self { stop, task }
     }
 
+    /// The endpoints of a service with no HTTP API of its own (the dispatcher, the recorder):
+    /// `registry` on `/metrics`, ready while `pipeline` shows a session consuming and `db`
+    /// answers.
+    pub fn spawn_endpoints(
+        listener: tokio::net::TcpListener,
+        registry: Registry,
+        pipeline: &PipelineMetrics,
+        db: sqlx::PgPool,
+    ) -> Self {
+        Self::spawn(
+            listener,
+            router(Arc::new(registry), Readiness::new(pipeline.clone(), db)),
+        )
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         self.task.await??;
