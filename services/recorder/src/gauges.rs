@@ -56,14 +56,16 @@ async fn refresh(context: &Context, connection: &Connection) -> anyhow::Result<(
     gauges.critical_open.set(open.critical_open);
     gauges.critical_overdue.set(open.critical_overdue);
 
-    for (reason, unreplayed) in store::status::dead_letters_unreplayed(db)
+    for group in store::status::unreplayed_dead_letters(db)
         .await
         .context("reading the dead letters")?
     {
         gauges
             .dead_letters_unreplayed
-            .get_or_create(&ReasonLabel { reason })
-            .set(unreplayed);
+            .get_or_create(&ReasonLabel {
+                reason: group.reason,
+            })
+            .set(group.count);
     }
 
     let mut queues = names.core_queues();

@@ -138,12 +138,15 @@ pub async fn render_on(
     let total: i64 = stored.iter().map(|group| group.count).sum();
     writeln!(out, "  stored, not replayed: {total}")?;
     for group in stored {
+        let Some(oldest) = group.oldest_stored_at else {
+            continue; // every one of this reason was replayed
+        };
         writeln!(
             out,
             "    {:<22} {:>8}   oldest {} ago",
             group.reason,
             group.count,
-            age(now, group.oldest_stored_at)
+            age(now, oldest)
         )?;
     }
     Ok(out)

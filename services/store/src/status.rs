@@ -310,37 +310,26 @@ pub async fn open_counts(db: &PgPool) -> sqlx::Result<OpenCounts> {
     .await
 }
 
-/// Stored dead letters not yet replayed, for every reason ever stored (0 once all are replayed;
-/// dead letters are append-only, so a reason never disappears).
-pub async fn dead_letters_unreplayed(db: &PgPool) -> sqlx::Result<Vec<(String, i64)>> {
-    let rows = sqlx::query!(
-        r#"select d.reason,
-                  count(*) filter (where not exists (select 1 from dead_letter_replays p
-                                                     where p.dead_letter_id = d.id)) as "unreplayed!"
-           from dead_letters d group by d.reason order by d.reason"#
-    )
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.reason, row.unreplayed))
-        .collect())
-}
-
 /// Stored dead letters no operator has replayed yet, of one reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnreplayedDeadLetters {
     pub reason: String,
+    /// 0 once every dead letter of this reason was replayed.
     pub count: i64,
-    pub oldest_stored_at: DateTime<Utc>,
+    /// The oldest not replayed; `None` when none is left.
+    pub oldest_stored_at: Option<DateTime<Utc>>,
 }
 
+/// Every reason ever stored (dead letters are append-only, so a reason never disappears and a
+/// gauge falls back to 0), with what is left to replay: for `relayctl status` and the recorder's
+/// gauges alike.
 pub async fn unreplayed_dead_letters(db: &PgPool) -> sqlx::Result<Vec<UnreplayedDeadLetters>> {
     sqlx::query_as!(
         UnreplayedDeadLetters,
-        r#"select d.reason, count(*) as "count!", min(d.stored_at) as "oldest_stored_at!"
+        r#"select d.reason, count(*) filter (where r.dead_letter_id is null) as "count!",
+                  min(d.stored_at) filter (where r.dead_letter_id is null) as oldest_stored_at
            from dead_letters d
-           where not exists (select 1 from dead_letter_replays r where r.dead_letter_id = d.id)
+           left join dead_letter_replays r on r.dead_letter_id = d.id
            group by d.reason order by d.reason"#
     )
     .fetch_all(db)
