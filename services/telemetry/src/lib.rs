@@ -1,9 +1,9 @@
 //! Logging for every telerelay service, set up once in `main`, and its metrics and health
 //! endpoints ([`metrics`]).
 //!
-//! Production logs are JSON lines (one object per event, with the span fields such as
-//! `request_uuid` and `correlation_id`), so that one id finds every line about a request across
-//! services. Tests stay silent unless `TELERELAY_TEST_LOG` is set.
+//! Production logs are JSON lines (one object per event, with the current span's fields: the
+//! `request` span of `bus::trace::within` gives every line about a request its `trace_id`), so
+//! that one id finds every line about a request across services. Tests stay silent unless `TELERELAY_TEST_LOG` is set.
 
 pub mod metrics;
 
