@@ -77,6 +77,9 @@ impl Launcher {
             ("TELERELAY_HTTP_ADDR", "127.0.0.1:0".to_owned()),
             ("TELERELAY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("RUST_LOG", "info".to_owned()),
+            // As in the in-process harness: no sampled second reads unless a test asks for them,
+            // so a request's history does not depend on its uuid.
+            ("TELERELAY_SECOND_READ_SHARE", "0".to_owned()),
         ];
         Self {
             program: program.into(),
