@@ -98,6 +98,8 @@ where
 pub struct InProcess {
     pub dispatcher: bool,
     pub recorder: bool,
+    /// Every service's `outbox_poll_ms` (see [`TestRelay::service_config`]).
+    pub outbox_poll_ms: u64,
 }
 
 impl InProcess {
@@ -105,12 +107,23 @@ impl InProcess {
     pub const ALL: Self = Self {
         dispatcher: true,
         recorder: true,
+        outbox_poll_ms: 500,
     };
     /// Only the review desk: the test runs the dispatcher and the recorder itself.
     pub const DESK_ONLY: Self = Self {
         dispatcher: false,
         recorder: false,
+        outbox_poll_ms: 500,
     };
+
+    /// The same services, whose outbox relays look for rows on their own only every `millis`:
+    /// for a test that must see what publishes without the relays' polling.
+    pub const fn with_outbox_poll_ms(self, millis: u64) -> Self {
+        Self {
+            outbox_poll_ms: millis,
+            ..self
+        }
+    }
 }
 
 /// One relay under test.
@@ -130,6 +143,7 @@ pub struct TestRelay {
     services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
     /// Deletes the namespace from the broker if the test panics before `stop`.
     cleanup: broker::NamespaceCleanup,
+    outbox_poll_ms: u64,
 }
 
 impl TestRelay {
@@ -200,12 +214,7 @@ impl TestRelay {
         let shutdown = CancellationToken::new();
         let mut cleanup = broker.cleanup_guard(shutdown.clone());
         broker.declare_for_registry(registry).await;
-        // What every in-process service runs with: this relay's broker and namespace, JSON logs.
-        let service_config = || runtime::ServiceConfig {
-            broker: broker_config.clone(),
-            database: runtime::DatabaseConfig::default(),
-            log_format: "json".into(),
-        };
+        let service_config = || service_config(&broker_config, in_process.outbox_poll_ms);
         let mut services = Vec::new();
         let (mut dispatcher_url, mut recorder_url) = (None, None);
 
@@ -280,6 +289,7 @@ impl TestRelay {
             shutdown,
             services,
             cleanup,
+            outbox_poll_ms: in_process.outbox_poll_ms,
         };
         relay.wait_until_ready().await;
         relay
@@ -315,6 +325,12 @@ impl TestRelay {
 
     /// Stops every service (they drain), checks that each ended cleanly, and deletes the
     /// namespace's queues and exchanges from the shared broker.
+    /// What every service of this relay runs with: its broker and namespace, JSON logs, and the
+    /// outbox poll it was started with. For a test that starts a service itself.
+    pub fn service_config(&self) -> runtime::ServiceConfig {
+        service_config(&self.broker_config, self.outbox_poll_ms)
+    }
+
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         for (name, task) in self.services {
@@ -439,6 +455,15 @@ impl TestRelay {
             "history of {request} stayed {seen:?}, expected {expected:?}"
         );
         assert_eq!(seen, expected, "history of {request}");
+    }
+}
+
+fn service_config(broker: &runtime::BrokerConfig, outbox_poll_ms: u64) -> runtime::ServiceConfig {
+    runtime::ServiceConfig {
+        broker: broker.clone(),
+        database: runtime::DatabaseConfig::default(),
+        log_format: "json".into(),
+        outbox_poll_ms,
     }
 }
 

@@ -25,11 +25,7 @@ impl ConfiguredDesk {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let config = review_desk::Config {
-            service: runtime::ServiceConfig {
-                broker: relay.broker_config.clone(),
-                database: runtime::DatabaseConfig::default(),
-                log_format: "json".into(),
-            },
+            service: relay.service_config(),
             second_read_share: share,
             second_read_all_critical: all_critical,
             ..Default::default()

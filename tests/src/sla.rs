@@ -222,11 +222,7 @@ impl OwnDispatcher {
     pub fn start(relay: &TestRelay) -> Self {
         let stop = CancellationToken::new();
         let config = dispatcher::Config {
-            service: runtime::ServiceConfig {
-                broker: relay.broker_config.clone(),
-                database: runtime::DatabaseConfig::default(),
-                log_format: "json".into(),
-            },
+            service: relay.service_config(),
             clock_interval_ms: TEST_CLOCK_INTERVAL_MS,
             ..Default::default()
         };
@@ -264,6 +260,7 @@ pub async fn relay_without_dispatcher(db: PgPool) -> TestRelay {
         crate::InProcess {
             dispatcher: false,
             recorder: true,
+            ..crate::InProcess::ALL
         },
     )
     .await

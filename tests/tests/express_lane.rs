@@ -22,13 +22,7 @@ const BACKLOG: usize = 400;
 /// database's clock, not by any time limit.
 #[sqlx::test(migrator = "store::MIGRATOR")]
 async fn a_stat_request_on_the_express_key_is_routed_before_a_waiting_routine_backlog(db: PgPool) {
-    let relay = TestRelay::start_running(
-        db,
-        &amqp_url(),
-        &test_registry(HOSPITAL_A),
-        InProcess::DESK_ONLY,
-    )
-    .await;
+    let relay = desk_only_relay(db, InProcess::DESK_ONLY).await;
     let names = &relay.topology.names;
     for i in 0..BACKLOG {
         let request = imaging_request(
@@ -38,15 +32,7 @@ async fn a_stat_request_on_the_express_key_is_routed_before_a_waiting_routine_ba
         );
         relay.broker.publish_request(&request).await;
     }
-    let stat = ecg_request(HOSPITAL_A, "STAT-CHEST-PAIN", v1::Priority::Stat, "E07500");
-    relay
-        .broker
-        .publish_bytes(
-            &bus::Names::request_routing_key(HOSPITAL_A, "ecg", true),
-            stat.encode_to_vec(),
-            Some("guest"),
-        )
-        .await;
+    publish_stat_ecg(&relay, "STAT-CHEST-PAIN", "E07500").await;
     assert_eq!(
         relay.broker.depth(&names.dispatcher_queue()).await,
         BACKLOG as u32,
@@ -59,19 +45,7 @@ async fn a_stat_request_on_the_express_key_is_routed_before_a_waiting_routine_ba
     );
 
     let dispatcher_stop = CancellationToken::new();
-    let dispatcher = tokio::spawn(dispatcher::run(
-        dispatcher::Config {
-            service: runtime::ServiceConfig {
-                broker: relay.broker_config.clone(),
-                database: runtime::DatabaseConfig::default(),
-                log_format: "json".into(),
-            },
-            ..Default::default()
-        },
-        relay.db.clone(),
-        tests::metrics_listener().0,
-        dispatcher_stop.clone(),
-    ));
+    let (dispatcher, _) = start_dispatcher(&relay, dispatcher_config(&relay), &dispatcher_stop);
     wait_until(
         "the whole backlog and the STAT request to be routed",
         || async { routed(&relay.db).await == BACKLOG as i64 + 1 },
@@ -153,6 +127,91 @@ async fn a_routine_request_that_claims_the_express_lane_is_refused_with_the_reas
     .unwrap();
     assert_eq!(rows, 0, "the refused request was never recorded");
     relay.stop().await;
+}
+
+/// Injects: one STAT ECG on the express key, with every outbox relay polling only once an
+/// hour. Its lane message reaches the ECG pool's STAT lane and the outbox is left empty
+/// all the same: the handler that committed it publishes it at once
+/// (`decide::publish_at_once`; `OutboxRelay::publish_rows` is tested in `outbox.rs`). This fails
+/// if a STAT request's messages were left for the relay's poll.
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn a_stat_request_reaches_its_lane_without_waiting_for_the_relays_poll(db: PgPool) {
+    // Every outbox relay (the desk's and the dispatcher's) looks for rows on its own only once
+    // an hour: the STAT request's rows can only go out through its handler, or through a relay
+    // its handler wakes.
+    let relay = desk_only_relay(db, InProcess::DESK_ONLY.with_outbox_poll_ms(3_600_000)).await;
+    let stop = CancellationToken::new();
+    let (dispatcher, ready) = start_dispatcher(&relay, dispatcher_config(&relay), &stop);
+    // Ready: consuming, its relay's first pass (at session start) done.
+    tests::wait_until("the dispatcher to be ready", || async {
+        matches!(relay.http.get(&ready).send().await, Ok(response) if response.status().is_success())
+    })
+    .await;
+    publish_stat_ecg(&relay, "STAT-AT-ONCE", "E07503").await;
+    let stat_lane = relay.topology.names.review_lane(
+        &domain::PoolCode::parse("xy-ecg").unwrap(),
+        domain::Priority::Stat,
+    );
+    wait_until(
+        "the STAT request's lane message and an empty outbox",
+        || async { relay.broker.depth(&stat_lane).await == 1 && outbox_rows(&relay.db).await == 0 },
+    )
+    .await;
+    assert_eq!(
+        relay.take_next(tokens::ECG).await.unwrap()["request_id"],
+        "STAT-AT-ONCE"
+    );
+    stop.cancel();
+    dispatcher.await.unwrap().unwrap();
+    relay.stop().await;
+}
+
+/// Publishes a STAT ECG on the express key, as the county's HIS does.
+async fn publish_stat_ecg(relay: &TestRelay, request_id: &str, record: &str) {
+    let stat = ecg_request(HOSPITAL_A, request_id, v1::Priority::Stat, record);
+    relay
+        .broker
+        .publish_bytes(
+            &bus::Names::request_routing_key(HOSPITAL_A, "ecg", true),
+            stat.encode_to_vec(),
+            Some("guest"),
+        )
+        .await;
+}
+
+/// A relay whose dispatcher the test starts itself.
+async fn desk_only_relay(db: PgPool, in_process: InProcess) -> TestRelay {
+    TestRelay::start_running(db, &amqp_url(), &test_registry(HOSPITAL_A), in_process).await
+}
+
+fn dispatcher_config(relay: &TestRelay) -> dispatcher::Config {
+    dispatcher::Config {
+        service: relay.service_config(),
+        ..Default::default()
+    }
+}
+
+/// Starts a dispatcher in-process; returns its task and its `/ready` URL.
+fn start_dispatcher(
+    relay: &TestRelay,
+    config: dispatcher::Config,
+    stop: &CancellationToken,
+) -> (tokio::task::JoinHandle<anyhow::Result<()>>, String) {
+    let (listener, url) = tests::metrics_listener();
+    let task = tokio::spawn(dispatcher::run(
+        config,
+        relay.db.clone(),
+        listener,
+        stop.clone(),
+    ));
+    (task, format!("{url}/ready"))
+}
+
+async fn outbox_rows(db: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from outbox")
+        .fetch_one(db)
+        .await
+        .unwrap()
 }
 
 async fn routed(db: &PgPool) -> i64 {

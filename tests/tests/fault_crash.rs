@@ -170,6 +170,7 @@ async fn dispatcher_killed_at(db: PgPool, point: &str, lane_copies: LaneCopies) 
         InProcess {
             dispatcher: false,
             recorder: true,
+            ..InProcess::ALL
         },
     )
     .await;
@@ -274,6 +275,7 @@ async fn recorder_killed_at(db: PgPool, point: &str, poison: Poison) {
         InProcess {
             dispatcher: true,
             recorder: false,
+            ..InProcess::ALL
         },
     )
     .await;

@@ -322,8 +322,12 @@ async fn process_in_trace(
     // The lane the request is placed in must exist before the request is committed.
     ensure_declared(context, state, Declare::Lanes(&placement.pool)).await?;
     ensure_declared(context, state, Declare::Results(&request.origin)).await?;
+    let routing = Routing {
+        rule: route.rule.as_str(),
+        placement: &placement,
+    };
     accept(
-        context, delivery, &envelope, &request, &route, &placement, trace,
+        context, state, delivery, &envelope, &request, &routing, trace,
     )
     .await
 }
@@ -430,15 +434,22 @@ pub(crate) enum Declare<'a> {
     Results(&'a HospitalCode),
 }
 
+/// Where a request goes, and by which rule of the registry.
+struct Routing<'a> {
+    rule: &'a str,
+    placement: &'a Placement,
+}
+
 async fn accept(
     context: &Context,
+    state: &SessionState,
     delivery: &Delivery,
     envelope: &Envelope,
     request: &ReviewRequest,
-    route: &store::registry::Route,
-    placement: &Placement,
+    routing: &Routing<'_>,
     trace: &bus::trace::TraceContext,
 ) -> Result<(), Failure> {
+    let placement = routing.placement;
     let names = &context.topology.names;
     let pool = &placement.pool;
     let id = Uuid::new_v4();
@@ -471,6 +482,7 @@ async fn accept(
             Err(rejection) => return Ok(Err(rejection)),
         };
         let acceptance = store::requests::accept(&mut tx, &new_request).await?;
+        let mut queued = Vec::new();
         if acceptance == Acceptance::Accepted {
             let at = store::db_now(&mut tx).await?;
             let resubmission_note = resubmission::note(original.as_ref());
@@ -500,7 +512,7 @@ async fn accept(
                     RequestState::Routed,
                     format!(
                         "routed by {} to pool {pool} lane {}{}{resubmission_note}",
-                        route.rule.as_str(),
+                        routing.rule,
                         request.priority,
                         placement
                             .overflow
@@ -525,16 +537,16 @@ async fn accept(
             if let Some(original) = &original {
                 messages.push(resubmission::link(&mut tx, names, original, id, request, at).await?);
             }
-            store::outbox::enqueue(&mut tx, &messages).await?;
+            queued = store::outbox::enqueue(&mut tx, &messages).await?;
         }
         crash_point::reached("dispatcher.before_commit");
         tx.commit().await?;
-        Ok(Ok(acceptance))
+        Ok(Ok((acceptance, queued)))
     })
     .await?;
 
-    let outcome = match outcome {
-        Ok(acceptance) => acceptance,
+    let (outcome, queued) = match outcome {
+        Ok(accepted) => accepted,
         Err(rejection) => {
             let claimed = Claimed {
                 request_id: request.request_id.to_string(),
@@ -553,7 +565,11 @@ async fn accept(
     };
     match outcome {
         Acceptance::Accepted => {
-            context.outbox_wake.notify_one();
+            if request.priority == Priority::Stat {
+                publish_at_once(context, state, &queued).await;
+            } else {
+                context.outbox_wake.notify_one();
+            }
             context
                 .metrics
                 .routed(request, pool, placement.overflow.is_some());
@@ -591,5 +607,20 @@ async fn accept(
             )
             .await
         }
+    }
+}
+
+/// A STAT request's lane message goes out now, from this handler, instead of waiting for the
+/// outbox relay's next pass behind routine batches (issue 6: publish to reviewer in
+/// milliseconds under a backlog). Its rows are published on the express lane's own channel
+/// and locked, so the relay never sends them twice. If this fails, the rows are still in the
+/// outbox and the relay, woken here, publishes them.
+async fn publish_at_once(context: &Context, state: &SessionState, queued: &[i64]) {
+    if let Err(error) = state.stat_outbox.publish_rows(queued).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "STAT messages left to the outbox relay"
+        );
+        context.outbox_wake.notify_one();
     }
 }

@@ -38,6 +38,10 @@ pub struct Config {
     /// Where `/metrics`, `/health` and `/ready` are served, an IP address and port (env
     /// `TELERELAY_METRICS_ADDR`). `main` binds it; `run` takes the bound listener.
     pub metrics_addr: String,
+    /// Database connections kept for the STAT express lane alone, on top of the service's pool
+    /// (env `TELERELAY_STAT_DATABASE_CONNECTIONS`): a STAT request never waits for a connection
+    /// behind a routine backlog's deliveries in flight.
+    pub stat_database_connections: u32,
 }
 
 impl Default for Config {
@@ -48,6 +52,7 @@ impl Default for Config {
             max_body_bytes: 2 * 1024 * 1024,
             clock_interval_ms: 1_000,
             metrics_addr: "127.0.0.1:9601".into(),
+            stat_database_connections: 2,
         }
     }
 }
@@ -80,11 +85,19 @@ impl Config {
             });
         }
         runtime::validate_socket_addr("metrics_addr", &self.metrics_addr)?;
+        if !(1..=16).contains(&self.stat_database_connections) {
+            return Err(ConfigError::Invalid {
+                setting: "stat_database_connections",
+                reason: "must be 1 to 16".into(),
+            });
+        }
         Ok(())
     }
 }
 
-/// What every delivery handler shares.
+/// What every delivery handler shares. The STAT express lane has a copy of its own whose `db` is
+/// the pool kept for it.
+#[derive(Clone)]
 pub(crate) struct Context {
     pub config: Config,
     pub topology: Topology,
@@ -119,27 +132,46 @@ pub async fn run(
         pipeline,
         metrics,
     });
+    let express = Arc::new(Context {
+        db: express_pool(&context.db, context.config.stat_database_connections),
+        ..(*context).clone()
+    });
     let supervised = runtime::supervise(
         "dispatcher",
         &addresses,
         &context.pipeline,
         shutdown,
-        |connection| session(context.clone(), connection),
+        |connection| session(context.clone(), express.clone(), connection),
     )
     .await;
     endpoints.stop().await?;
     supervised
 }
 
+/// A pool of `connections` to the same database as `db`, opened as they are first needed.
+fn express_pool(db: &PgPool, connections: u32) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(db.options().get_acquire_timeout())
+        .connect_lazy_with((*db.connect_options()).clone())
+}
+
 /// Per-connection state: what this connection has declared.
 pub(crate) struct SessionState {
     pub publisher: Publisher,
+    /// Publishes a STAT request's outbox rows right after its commit, on a channel of its own
+    /// and through the express lane's connections (see `decide::publish_at_once`).
+    pub stat_outbox: OutboxRelay,
     /// Lanes and results queues declared on this connection; a routed request's lane is declared
     /// before the request is committed, so the outbox never holds an unroutable message.
     pub declared: Mutex<HashSet<String>>,
 }
 
-async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Result<Session> {
+async fn session(
+    context: Arc<Context>,
+    express: Arc<Context>,
+    connection: Connection,
+) -> anyhow::Result<Session> {
     let names = &context.topology.names;
     let declaring = connection.create_channel().await?;
     context
@@ -147,15 +179,29 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         .declare_core(&declaring)
         .await
         .context("declaring the core topology")?;
-    let publisher = Publisher::open(
-        &connection,
-        "dispatcher",
-        context.config.service.broker.confirm_timeout(),
-    )
-    .await?
-    .with_metrics(context.pipeline.clone());
+    // Two confirming channels: the outbox relay's, and the STAT express lane's, so that a STAT
+    // request's confirms never wait behind a routine batch's.
+    let open_publisher = || async {
+        Ok::<_, anyhow::Error>(
+            Publisher::open(
+                &connection,
+                "dispatcher",
+                context.config.service.broker.confirm_timeout(),
+            )
+            .await?
+            .with_metrics(context.pipeline.clone()),
+        )
+    };
+    let publisher = open_publisher().await?;
+    let stat_publisher = open_publisher().await?;
     let state = Arc::new(SessionState {
         publisher: publisher.clone(),
+        stat_outbox: OutboxRelay::new(
+            express.db.clone(),
+            stat_publisher,
+            context.outbox_wake.clone(),
+            names.dead_letter_exchange(),
+        ),
         declared: Mutex::new(HashSet::new()),
     });
 
@@ -164,7 +210,8 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
         publisher,
         context.outbox_wake.clone(),
         names.dead_letter_exchange(),
-    );
+    )
+    .with_poll_interval(context.config.service.outbox_poll());
     // The SLA clock runs with the session (it declares backup lanes on its connection) and
     // stops with it, whichever way the session ends.
     let clock_stop = context.shutdown.child_token();
@@ -178,11 +225,12 @@ async fn session(context: Arc<Context>, connection: Connection) -> anyhow::Resul
     let channel = connection.create_channel().await?;
     let queue = names.dispatcher_queue();
     let deliveries = consume_requests(&context, &state, &channel, &queue);
-    // The express lane has a consumer (and a channel, so a prefetch) of its own: a STAT
-    // request is taken at once however deep the routine backlog in the other queue.
+    // The express lane has a consumer (and a channel, so a prefetch), database connections and
+    // a publisher of its own: a STAT request is taken, recorded and handed to its lane at once
+    // however deep the routine backlog in the other queue.
     let express_channel = connection.create_channel().await?;
     let express_queue = names.dispatcher_stat_queue();
-    let express = consume_requests(&context, &state, &express_channel, &express_queue);
+    let express = consume_requests(&express, &state, &express_channel, &express_queue);
     // The outbox relay outlives the consumers and the clock: once no delivery is in flight and
     // the clock has stopped, it publishes what is left, then the session closes.
     relay

@@ -25,7 +25,8 @@ pub(crate) async fn serve(context: Arc<Context>, connection: &Connection) -> any
         publisher,
         wake.clone(),
         names.dead_letter_exchange(),
-    );
+    )
+    .with_poll_interval(context.config.service.outbox_poll());
     let channel = connection.create_channel().await?;
     let queue = names.recorder_acknowledgements_queue();
     let acknowledgements = bus::consume_until(

@@ -54,6 +54,7 @@ pub(crate) fn start(
     topology: Topology,
     db: PgPool,
     confirm_timeout: Duration,
+    outbox_poll: Duration,
     metrics: PipelineMetrics,
     stop: CancellationToken,
 ) -> (BrokerLink, JoinHandle<anyhow::Result<()>>) {
@@ -74,7 +75,8 @@ pub(crate) fn start(
                 let publisher = Publisher::open(&connection, "review-desk", confirm_timeout)
                     .await?
                     .with_metrics(metrics.clone());
-                let relay = OutboxRelay::new(db, publisher.clone(), wake, topology.names.dead_letter_exchange());
+                let relay = OutboxRelay::new(db, publisher.clone(), wake, topology.names.dead_letter_exchange())
+                    .with_poll_interval(outbox_poll);
                 let channel = connection.create_channel().await?;
                 sender.send_replace(Some(Live { channel, publisher }));
                 // The desk consumes nothing: its session is up once it can take from the lanes.

@@ -137,6 +137,7 @@ pub async fn run(
         topology.clone(),
         db.clone(),
         config.service.broker.confirm_timeout(),
+        config.service.outbox_poll(),
         pipeline.clone(),
         broker_stop.clone(),
     );

@@ -129,6 +129,10 @@ pub struct ServiceConfig {
     pub database: DatabaseConfig,
     /// `json` (production) or `pretty` (a developer's terminal). Env `TELERELAY_LOG_FORMAT`.
     pub log_format: String,
+    /// How often the service's outbox relay looks for unpublished rows without being woken:
+    /// rows a crashed process left, or rows another service committed (env
+    /// `TELERELAY_OUTBOX_POLL_MS`, default 500).
+    pub outbox_poll_ms: u64,
 }
 
 impl Default for ServiceConfig {
@@ -137,6 +141,7 @@ impl Default for ServiceConfig {
             broker: BrokerConfig::default(),
             database: DatabaseConfig::default(),
             log_format: "json".into(),
+            outbox_poll_ms: 500,
         }
     }
 }
@@ -146,7 +151,17 @@ impl ServiceConfig {
         self.broker.addresses()?;
         self.broker.topology()?;
         self.log_format()?;
+        if !(10..=3_600_000).contains(&self.outbox_poll_ms) {
+            return Err(ConfigError::Invalid {
+                setting: "outbox_poll_ms",
+                reason: "must be 10 ms to 1 h".into(),
+            });
+        }
         Ok(())
+    }
+
+    pub fn outbox_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.outbox_poll_ms)
     }
 
     pub fn log_format(&self) -> Result<telemetry::LogFormat, ConfigError> {

@@ -3,7 +3,9 @@
 //! A service writes its state change and the messages announcing it in one transaction
 //! ([`enqueue`]). The relay ([`OutboxRelay::run`]) publishes pending rows in id order, waits for
 //! every confirm, and only then deletes them. A crash anywhere loses nothing; it may publish a
-//! row twice, which every consumer deduplicates.
+//! row twice, which every consumer deduplicates. A handler that cannot wait for the relay's next
+//! pass (a STAT request's) publishes its own rows right after its commit
+//! ([`OutboxRelay::publish_rows`]); row locks keep the two from sending a row twice at once.
 
 use bus::{DeadLetterReason, OutgoingMessage, PublishError, Publisher};
 use sqlx::{PgConnection, PgPool};
@@ -12,20 +14,26 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Adds messages to the outbox inside the caller's transaction.
+/// Adds messages to the outbox inside the caller's transaction; returns their row ids, for a
+/// caller that publishes them at once after its commit ([`OutboxRelay::publish_rows`]).
 ///
 /// Within a trace (`bus::trace::within`), each message is stamped with it: a `traceparent`
 /// header naming the trace and a new span, replacing any it had.
-pub async fn enqueue(conn: &mut PgConnection, messages: &[OutgoingMessage]) -> sqlx::Result<()> {
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    messages: &[OutgoingMessage],
+) -> sqlx::Result<Vec<i64>> {
     let trace = bus::trace::current();
+    let mut ids = Vec::with_capacity(messages.len());
     for message in messages {
         let headers = match &trace {
             Some(trace) => bus::trace::stamped_headers(&message.headers, trace),
             None => message.headers.clone(),
         };
-        sqlx::query!(
+        let id = sqlx::query_scalar!(
             r#"insert into outbox (exchange, routing_key, message_type, message_id, correlation_id, body, headers)
-               values ($1, $2, $3, $4, $5, $6, $7)"#,
+               values ($1, $2, $3, $4, $5, $6, $7)
+               returning id"#,
             message.exchange,
             message.routing_key,
             message.message_type,
@@ -34,10 +42,11 @@ pub async fn enqueue(conn: &mut PgConnection, messages: &[OutgoingMessage]) -> s
             message.body,
             serde_json::to_value(&headers).unwrap_or_default(),
         )
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
+        ids.push(id);
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Why the relay stopped.
@@ -56,6 +65,7 @@ pub struct OutboxRelay {
     wake: Arc<Notify>,
     dead_letter_exchange: String,
     batch_size: i64,
+    poll_interval: Duration,
 }
 
 impl OutboxRelay {
@@ -73,7 +83,15 @@ impl OutboxRelay {
             wake,
             dead_letter_exchange,
             batch_size: 200,
+            poll_interval: Duration::from_millis(500),
         }
+    }
+
+    /// How often the relay looks for rows without being woken (default 500 ms): rows left by a
+    /// crashed process, or committed by a service whose wake-up it cannot hear.
+    pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
+        self.poll_interval = poll_interval;
+        self
     }
 
     /// Runs `work` (a session's consumers and clocks) with this relay publishing alongside it,
@@ -130,39 +148,55 @@ impl OutboxRelay {
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
                 _ = shutdown.cancelled() => {}
             }
         }
     }
 
-    /// Publishes up to one batch; returns how many rows went out.
+    /// Publishes up to one batch, the oldest rows first; returns how many rows went out.
     async fn flush_batch(&self) -> Result<usize, FlushError> {
         let mut tx = self.db.begin().await?;
-        let rows = sqlx::query!(
+        let rows = sqlx::query_as!(
+            OutboxRow,
             r#"select id, exchange, routing_key, message_type, message_id, correlation_id, body, headers
                from outbox order by id limit $1 for update skip locked"#,
             self.batch_size,
         )
         .fetch_all(&mut *tx)
         .await?;
+        self.publish_locked(tx, rows).await
+    }
+
+    /// Publishes the rows `ids` now, without waiting for the relay's next pass: what a handler
+    /// calls right after committing a STAT request, so that its lane message is not queued
+    /// behind a routine batch. Rows another pass holds (it locked them first) are skipped: that
+    /// pass publishes them. Returns how many rows this call published.
+    pub async fn publish_rows(&self, ids: &[i64]) -> Result<usize, PublishRowsError> {
+        let mut tx = self.db.begin().await?;
+        let rows = sqlx::query_as!(
+            OutboxRow,
+            r#"select id, exchange, routing_key, message_type, message_id, correlation_id, body, headers
+               from outbox where id = any($1) order by id for update skip locked"#,
+            ids,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(self.publish_locked(tx, rows).await?)
+    }
+
+    /// Publishes `rows`, locked by `tx`, waits for every confirm, then deletes them and commits.
+    async fn publish_locked(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        rows: Vec<OutboxRow>,
+    ) -> Result<usize, FlushError> {
         if rows.is_empty() {
             return Ok(0);
         }
         let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-        let messages: Vec<OutgoingMessage> = rows
-            .into_iter()
-            .map(|row| OutgoingMessage {
-                exchange: row.exchange,
-                routing_key: row.routing_key,
-                message_type: row.message_type,
-                message_id: row.message_id,
-                correlation_id: row.correlation_id,
-                body: row.body,
-                // Written by `enqueue` from a Vec of pairs; anything else is no header at all.
-                headers: serde_json::from_value(row.headers).unwrap_or_default(),
-            })
-            .collect();
+        let messages: Vec<OutgoingMessage> =
+            rows.into_iter().map(OutboxRow::into_message).collect();
         match self
             .publisher
             .publish_all_marked(&messages, "outbox.after_publish_before_confirm")
@@ -246,6 +280,45 @@ impl OutboxRelay {
             ],
             ..message.clone()
         }
+    }
+}
+
+/// One outbox row as stored.
+struct OutboxRow {
+    id: i64,
+    exchange: String,
+    routing_key: String,
+    message_type: String,
+    message_id: String,
+    correlation_id: String,
+    body: Vec<u8>,
+    headers: serde_json::Value,
+}
+
+impl OutboxRow {
+    fn into_message(self) -> OutgoingMessage {
+        OutgoingMessage {
+            exchange: self.exchange,
+            routing_key: self.routing_key,
+            message_type: self.message_type,
+            message_id: self.message_id,
+            correlation_id: self.correlation_id,
+            body: self.body,
+            // Written by `enqueue` from a Vec of pairs; anything else is no header at all.
+            headers: serde_json::from_value(self.headers).unwrap_or_default(),
+        }
+    }
+}
+
+/// Why [`OutboxRelay::publish_rows`] could not publish: the rows stay in the outbox, and the
+/// relay's next pass publishes them.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PublishRowsError(#[from] FlushError);
+
+impl From<sqlx::Error> for PublishRowsError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(FlushError::Database(error))
     }
 }
 

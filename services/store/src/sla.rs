@@ -275,7 +275,8 @@ pub async fn release_to_lane(
     {
         outgoing.push(copy);
     }
-    crate::outbox::enqueue(conn, &outgoing).await
+    crate::outbox::enqueue(conn, &outgoing).await?;
+    Ok(())
 }
 
 /// A claimed request, locked for an operator's break-lock; `None` when it does not exist.
