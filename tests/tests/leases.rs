@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use contract::v1;
-use domain::RequestState::Released;
+use domain::RequestState::{Claimed, Released};
 use sqlx::PgPool;
 use tests::fixtures::ecg_request;
 use tests::sla::{
@@ -139,6 +139,52 @@ async fn a_lease_expiring_mid_report_is_released_and_the_next_reviewer_continues
         .await;
     assert_eq!(status, 201);
     dispatcher.stop().await;
+    relay.stop().await;
+}
+
+/// Injects: a reviewer's lease runs out while no SLA clock runs (the dispatcher is stopped), so
+/// nothing has released it, and another request waits in the same lane. The next claim in the
+/// pool takes the expired one first, as a claim of its own with the reason; the first reviewer's
+/// late report is refused; the waiting request comes next.
+#[sqlx::test(migrator = "store::MIGRATOR")]
+async fn an_expired_lease_is_claimed_again_by_the_next_reviewer_before_the_queue(db: PgPool) {
+    let relay = relay_without_dispatcher(db).await;
+    let dispatcher = OwnDispatcher::start(&relay);
+    let id = publish_and_claim(&relay, "LEASE-TAKEN-OVER", tokens::ECG).await;
+    relay
+        .broker
+        .publish_request(&ecg_request(
+            HOSPITAL_A,
+            "LEASE-WAITING",
+            v1::Priority::Urgent,
+            "HR06002",
+        ))
+        .await;
+    let waiting = relay.request_uuid(HOSPITAL_A, "LEASE-WAITING").await;
+    // Stopping drains the dispatcher's outbox: the waiting request's lane message is out.
+    dispatcher.stop().await;
+    expire_lease(&relay.db, id).await;
+
+    let next = relay.claim_next(tokens::ECG_SECOND).await;
+    assert_eq!(
+        next["request_uuid"],
+        id.to_string(),
+        "the expired lease first"
+    );
+    let claims = wait_for_events(&relay.db, id, Claimed, 2).await;
+    assert_eq!(claims[1].0, "reviewer:xy-ecg-tan");
+    assert_eq!(
+        claims[1].1,
+        "lease of the previous reviewer expired; claimed again"
+    );
+    let (status, _) = relay
+        .report(tokens::ECG, &id.to_string(), report_body(false))
+        .await;
+    assert_eq!(status, 409, "the first reviewer's lease is gone");
+    assert_eq!(
+        relay.claim_next(tokens::ECG).await["request_uuid"],
+        waiting.to_string()
+    );
     relay.stop().await;
 }
 

@@ -95,6 +95,7 @@ mod tests {
             priority,
             waited: Duration::from_secs(waited * MIN),
             promote_after: promote.map(|m| Duration::from_secs(m * MIN)),
+            expired_leases: false,
         };
         vec![
             lane(Stat, stat, None),

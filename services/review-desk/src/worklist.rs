@@ -2,7 +2,8 @@
 //! whose oldest waiting request has waited past its promotion age counts as more urgent, so
 //! routine work is never starved. The order is decided from PostgreSQL for every call, then the
 //! broker lanes are taken in that order. Within a lane, a request whose lease expired (its
-//! reviewer walked away) comes before the queue, because it has waited longer.
+//! reviewer walked away) comes before the queue, because it has waited longer; the same query
+//! says which lanes have such requests, so the others cost no look-up.
 //!
 //! The lane message is only the hand-over: the claim is committed in PostgreSQL first, then the
 //! message is acked. A crash in between leaves the message in the lane; the next taker finds the
@@ -41,29 +42,47 @@ async fn take_next(desk: &Desk, reviewer: &Reviewer) -> Result<Option<ClaimedReq
     let lease = chrono::Duration::seconds(i64::from(desk.config.lease_seconds));
     let waits = store::lanes::lane_waits(&desk.db, &reviewer.pool).await?;
     for priority in crate::aging::claim_order(&waits) {
-        let mut tx = desk.db.begin().await?;
-        if let Some(claimed) =
-            store::review::claim_expired(&mut tx, &reviewer.pool, priority, &reviewer.id, lease)
-                .await?
+        let expired_leases = waits
+            .iter()
+            .any(|lane| lane.priority == priority && lane.expired_leases);
+        if expired_leases
+            && let Some(claimed) = claim_expired(desk, reviewer, priority, lease).await?
         {
-            announce_claim(
-                desk,
-                &mut tx,
-                &claimed,
-                reviewer,
-                "lease of the previous reviewer expired; claimed again",
-            )
-            .await?;
-            tx.commit().await?;
-            desk.broker.outbox_wake.notify_one();
             return Ok(Some(claimed));
         }
-        drop(tx);
         if let Some(claimed) = claim_from_lane(desk, reviewer, priority, lease).await? {
             return Ok(Some(claimed));
         }
     }
     Ok(None)
+}
+
+/// Claims the longest-waiting request of the lane whose reviewer's lease expired, if any is left
+/// (another reviewer may have taken it since the lanes were read).
+async fn claim_expired(
+    desk: &Desk,
+    reviewer: &Reviewer,
+    priority: Priority,
+    lease: chrono::Duration,
+) -> Result<Option<ClaimedRequest>, ApiError> {
+    let mut tx = desk.db.begin().await?;
+    let Some(claimed) =
+        store::review::claim_expired(&mut tx, &reviewer.pool, priority, &reviewer.id, lease)
+            .await?
+    else {
+        return Ok(None);
+    };
+    announce_claim(
+        desk,
+        &mut tx,
+        &claimed,
+        reviewer,
+        "lease of the previous reviewer expired; claimed again",
+    )
+    .await?;
+    tx.commit().await?;
+    desk.broker.outbox_wake.notify_one();
+    Ok(Some(claimed))
 }
 
 /// Takes messages from one lane until one of them is a request still waiting to be claimed.

@@ -81,24 +81,29 @@ pub async fn oldest_waiting(
 }
 
 /// One lane of a pool as the review desk orders them: how long its oldest waiting request has
-/// waited (zero when none waits) and the lane's promotion age.
+/// waited (zero when none waits), the lane's promotion age, and whether a reviewer's lease on
+/// one of its requests has expired (so that the desk looks for those only when there are some).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaneWait {
     pub priority: Priority,
     pub waited: Duration,
     pub promote_after: Option<Duration>,
+    pub expired_leases: bool,
 }
 
-/// Every lane of `pool` with its oldest waiting request's age and its promotion age, in one
-/// query (it runs for every claim).
+/// Every lane of `pool` with its oldest waiting request's age, its promotion age and whether it
+/// has expired leases, in one query (it runs for every claim).
 pub async fn lane_waits(db: &PgPool, pool: &PoolCode) -> sqlx::Result<Vec<LaneWait>> {
     let rows = sqlx::query!(
         r#"select l.priority,
                   extract(epoch from l.promote_after)::float8 as promote_secs,
-                  coalesce(extract(epoch from now() - min(r.routed_at))::float8, 0) as "waited_secs!"
+                  coalesce(extract(epoch from now() - min(r.routed_at) filter (where r.state = 'routed'))::float8, 0)
+                    as "waited_secs!",
+                  count(r.id) filter (where r.state = 'claimed') > 0 as "expired_leases!"
            from lane_policies l
            left join review_requests r
-             on r.pool_code = $1 and r.priority = l.priority and r.state = 'routed'
+             on r.pool_code = $1 and r.priority = l.priority
+            and (r.state = 'routed' or (r.state = 'claimed' and r.claim_expires_at < now()))
            group by l.priority, l.promote_after"#,
         pool.as_str(),
     )
@@ -111,6 +116,7 @@ pub async fn lane_waits(db: &PgPool, pool: &PoolCode) -> sqlx::Result<Vec<LaneWa
                 priority: Priority::parse(&row.priority)?,
                 waited: seconds(row.waited_secs),
                 promote_after: row.promote_secs.map(seconds),
+                expired_leases: row.expired_leases,
             })
         })
         .collect())
