@@ -48,7 +48,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             service: ServiceConfig::default(),
-            prefetch: 32,
+            // A 12-lead ECG in flight costs the dispatcher about 1 MiB (the delivery, its decoded
+            // waveforms, the lane copy, the database's bind buffers): 16 keep it under 50 MiB
+            // under load, and dispatched no fewer requests per second than 32 in the
+            // benchmark (BENCHMARKS.md), where the reviewers, not dispatch, set the pace.
+            prefetch: 16,
             max_body_bytes: 2 * 1024 * 1024,
             clock_interval_ms: 1_000,
             metrics_addr: "127.0.0.1:9601".into(),

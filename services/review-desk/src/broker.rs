@@ -1,4 +1,4 @@
-//! The desk's broker connection: a channel for taking work from the lanes and the outbox relay
+//! The desk's broker connection: channels for taking work from the lanes and the outbox relay
 //! that publishes results and events. Supervised: after a broker restart the desk reconnects
 //! and calls see 503 only while it is down.
 
@@ -8,6 +8,7 @@ use futures::StreamExt;
 use runtime::Session;
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use store::outbox::OutboxRelay;
 use telemetry::metrics::PipelineMetrics;
@@ -15,11 +16,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// What the desk uses of a live connection: a channel for taking work from the lanes and a
+/// Channels for taking work from the lanes. `basic.get` is a synchronous AMQP method, one at a
+/// time per channel, and on a quorum queue each is a consensus round in the broker: with one
+/// channel every reviewer's claim would queue behind every other's. Claims spread over these.
+const LANE_CHANNELS: usize = 8;
+
+/// What the desk uses of a live connection: channels for taking work from the lanes and a
 /// confirming publisher for handing taken work back.
 #[derive(Clone)]
 struct Live {
-    channel: Channel,
+    channels: Arc<[Channel]>,
     publisher: Publisher,
 }
 
@@ -28,12 +34,17 @@ struct Live {
 pub(crate) struct BrokerLink {
     live: watch::Receiver<Option<Live>>,
     pub outbox_wake: Arc<Notify>,
+    /// Which lane channel the next claim uses.
+    next_channel: Arc<AtomicUsize>,
 }
 
 impl BrokerLink {
-    /// The live channel, or `None` while the broker is unreachable.
+    /// A live channel for taking from the lanes (the next of several, in turn), or `None` while
+    /// the broker is unreachable.
     pub fn channel(&self) -> Option<Channel> {
-        self.connected().map(|live| live.channel)
+        let live = self.connected()?;
+        let turn = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        Some(live.channels[turn % live.channels.len()].clone())
     }
 
     /// The live publisher, or `None` while the broker is unreachable.
@@ -42,10 +53,11 @@ impl BrokerLink {
     }
 
     fn connected(&self) -> Option<Live> {
-        self.live
-            .borrow()
-            .clone()
-            .filter(|live| live.channel.status().connected())
+        self.live.borrow().clone().filter(|live| {
+            live.channels
+                .iter()
+                .all(|channel| channel.status().connected())
+        })
     }
 }
 
@@ -63,6 +75,7 @@ pub(crate) fn start(
     let link = BrokerLink {
         live: receiver,
         outbox_wake: outbox_wake.clone(),
+        next_channel: Arc::default(),
     };
     let task = tokio::spawn(async move {
         let sender = Arc::new(sender);
@@ -77,8 +90,11 @@ pub(crate) fn start(
                     .with_metrics(metrics.clone());
                 let relay = OutboxRelay::new(db, publisher.clone(), wake, topology.names.dead_letter_exchange())
                     .with_poll_interval(outbox_poll);
-                let channel = connection.create_channel().await?;
-                sender.send_replace(Some(Live { channel, publisher }));
+                let mut channels = Vec::with_capacity(LANE_CHANNELS);
+                for _ in 0..LANE_CHANNELS {
+                    channels.push(connection.create_channel().await?);
+                }
+                sender.send_replace(Some(Live { channels: channels.into(), publisher }));
                 // The desk consumes nothing: its session is up once it can take from the lanes.
                 metrics.set_session_up(true);
                 let mut events = connection.events_listener();

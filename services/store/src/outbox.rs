@@ -130,8 +130,9 @@ impl OutboxRelay {
         let mut database_failures = 0u32;
         loop {
             match self.flush_batch().await {
-                Ok(published) if published as i64 == self.batch_size => continue,
-                Ok(_) => database_failures = 0,
+                // Rows were left for the next pass (the batch was full): run it at once.
+                Ok(More(true)) => continue,
+                Ok(More(false)) => database_failures = 0,
                 Err(FlushError::Broker(error)) => return Err(RelayError::Broker(error)),
                 Err(FlushError::Database(error)) => {
                     database_failures += 1;
@@ -154,18 +155,39 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes up to one batch, the oldest rows first; returns how many rows went out.
-    async fn flush_batch(&self) -> Result<usize, FlushError> {
+    /// Publishes up to one batch, the oldest rows first: at most `batch_size` rows, and no more
+    /// bodies than [`BATCH_BYTES`] (at least one row, whatever its size).
+    async fn flush_batch(&self) -> Result<More, FlushError> {
         let mut tx = self.db.begin().await?;
-        let rows = sqlx::query_as!(
-            OutboxRow,
-            r#"select id, exchange, routing_key, message_type, message_id, correlation_id, body, headers
+        // Sizes first: `octet_length` reads the stored length without fetching the body.
+        let sizes = sqlx::query!(
+            r#"select id, octet_length(body) as "bytes!"
                from outbox order by id limit $1 for update skip locked"#,
             self.batch_size,
         )
         .fetch_all(&mut *tx)
         .await?;
-        self.publish_locked(tx, rows).await
+        let taken = within_budget(sizes.iter().map(|row| (row.id, row.bytes)), BATCH_BYTES);
+        let more = sizes.len() as i64 == self.batch_size || taken.len() < sizes.len();
+        let rows = self.locked_rows(&mut tx, &taken).await?;
+        self.publish_locked(tx, rows).await?;
+        Ok(More(more))
+    }
+
+    /// The rows `ids` that no other transaction holds, locked by `tx`.
+    async fn locked_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        ids: &[i64],
+    ) -> sqlx::Result<Vec<OutboxRow>> {
+        sqlx::query_as!(
+            OutboxRow,
+            r#"select id, exchange, routing_key, message_type, message_id, correlation_id, body, headers
+               from outbox where id = any($1) order by id for update skip locked"#,
+            ids,
+        )
+        .fetch_all(&mut **tx)
+        .await
     }
 
     /// Publishes the rows `ids` now, without waiting for the relay's next pass: what a handler
@@ -174,14 +196,7 @@ impl OutboxRelay {
     /// pass publishes them. Returns how many rows this call published.
     pub async fn publish_rows(&self, ids: &[i64]) -> Result<usize, PublishRowsError> {
         let mut tx = self.db.begin().await?;
-        let rows = sqlx::query_as!(
-            OutboxRow,
-            r#"select id, exchange, routing_key, message_type, message_id, correlation_id, body, headers
-               from outbox where id = any($1) order by id for update skip locked"#,
-            ids,
-        )
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = self.locked_rows(&mut tx, ids).await?;
         Ok(self.publish_locked(tx, rows).await?)
     }
 
@@ -283,6 +298,28 @@ impl OutboxRelay {
     }
 }
 
+/// The bodies one relay pass holds in memory at most: 200 rows of 12-lead ECGs would be 24 MiB,
+/// half a service's memory target (issue 6), for no gain in throughput over a few MiB.
+const BATCH_BYTES: i64 = 4 * 1024 * 1024;
+
+/// Whether a pass of the relay left rows for the next one.
+struct More(bool);
+
+/// The leading rows of `sizes` (id, bytes) whose bytes add up to at most `budget`; always the
+/// first row, so that a message larger than the budget still goes out.
+fn within_budget(sizes: impl IntoIterator<Item = (i64, i32)>, budget: i64) -> Vec<i64> {
+    let mut total = 0_i64;
+    let mut taken = Vec::new();
+    for (id, bytes) in sizes {
+        total += i64::from(bytes);
+        if total > budget && !taken.is_empty() {
+            break;
+        }
+        taken.push(id);
+    }
+    taken
+}
+
 /// One outbox row as stored.
 struct OutboxRow {
     id: i64,
@@ -328,4 +365,18 @@ enum FlushError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Broker(#[from] PublishError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_budget;
+
+    #[test]
+    fn a_batch_stops_before_its_bodies_pass_the_budget_but_always_takes_one_row() {
+        let rows = [(1, 400), (2, 500), (3, 200), (4, 1)];
+        assert_eq!(within_budget(rows, 1_000), vec![1, 2]);
+        assert_eq!(within_budget(rows, 1_101), vec![1, 2, 3, 4]);
+        assert_eq!(within_budget([(7, 5_000), (8, 1)], 1_000), vec![7]);
+        assert!(within_budget([], 1_000).is_empty());
+    }
 }
