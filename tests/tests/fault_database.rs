@@ -94,21 +94,22 @@ async fn assert_each_routed_exactly_once(relay: &TestRelay, requests: &[v1::Revi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_published_while_postgres_is_down_are_all_routed_once_it_returns_and_none_is_dead_lettered()
  {
-    // Injected: a clean PostgreSQL shutdown (`pg_ctl stop -m fast`) before 30 requests are
-    // published, held for 60 s while the dispatcher holds every one of them unacked.
-    const N: usize = 30;
+    // Injected: a clean PostgreSQL shutdown (`pg_ctl stop -m fast`) before as many requests as
+    // the dispatcher's prefetch are published, held for 60 s while the dispatcher holds every
+    // one of them unacked.
+    let n = usize::from(dispatcher::Config::default().prefetch);
     let postgres = PrivatePostgres::start().await;
     let relay = relay_on(&postgres).await;
     let names = relay.topology.names.clone();
     let dispatcher_queue = names.dispatcher_queue();
-    let requests = routine_ecgs("ECG-DOWN", N);
+    let requests = routine_ecgs("ECG-DOWN", n);
 
     postgres.stop_fast().await;
     for request in &requests {
         // Each publish asserts the broker's confirm: the relay owns the request from here on.
         relay.broker.publish_request(request).await;
     }
-    // The dispatcher's prefetch (32) covers all 30: none waits in the queue, all are in flight.
+    // The dispatcher's prefetch covers them all: none waits in the queue, all are in flight.
     wait_until("the dispatcher to take every request", || async {
         relay.broker.depth(&dispatcher_queue).await == 0
     })
@@ -138,7 +139,7 @@ async fn requests_published_while_postgres_is_down_are_all_routed_once_it_return
     let lane = routine_ecg_lane(&relay);
     assert_eq!(
         relay.broker.depth(&lane).await,
-        N as u32,
+        n as u32,
         "one lane message per request"
     );
     relay
