@@ -49,9 +49,9 @@ impl Default for Config {
         Self {
             service: ServiceConfig::default(),
             // A 12-lead ECG in flight costs the dispatcher about 1 MiB (the delivery, its decoded
-            // waveforms, the lane copy, the database's bind buffers): 16 keep it under 50 MiB
-            // under load, and dispatched no fewer requests per second than 32 in the
-            // benchmark (BENCHMARKS.md), where the reviewers, not dispatch, set the pace.
+            // waveforms, the lane copy, the database's bind buffers): 16 keep it near 42 MiB
+            // under load, 32 took it past 50 MiB. The price is some dispatch rate when dispatch
+            // alone sets the pace (BENCHMARKS.md); in the whole pipeline the reviewers do.
             prefetch: 16,
             max_body_bytes: 2 * 1024 * 1024,
             clock_interval_ms: 1_000,
