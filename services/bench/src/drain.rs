@@ -61,7 +61,7 @@ pub async fn run(
     county.close().await;
     let stats = Arc::new(ReviewStats::default());
     let pools: Vec<&str> = POOLS.iter().map(|(pool, _)| *pool).collect();
-    let (stop_reviewers, reviewers) = bench.reviewers(&pools, stats.clone());
+    let reviewers = bench.reviewers(&pools, stats.clone());
 
     let t0 = bench.db_now().await?;
     running
@@ -72,14 +72,17 @@ pub async fn run(
         .wait_delivered(prefix, n, t0, &mut running, &mut under_load, deadline)
         .await?;
     running.update(&mut under_load)?;
-    stop_reviewers.cancel();
-    reviewers.await.ok();
+    reviewers.stop().await;
     running.stop().await?;
 
     let relay_rate = n as f64 / elapsed.as_secs_f64();
     let raw = RawPipe::new(bench.env.names().namespace());
     bench.env.extra_queues.extend(raw.queues.iter().cloned());
-    let raw_elapsed = raw.drain(&bench.env.amqp_url, &requests).await?;
+    // One run of six hung before the raw pipe had a broker connection (BENCHMARKS.md): a
+    // deadline turns that into an error with a reason instead of a bench that never ends.
+    let raw_elapsed = tokio::time::timeout(deadline, raw.drain(&bench.env.amqp_url, &requests))
+        .await
+        .map_err(|_| anyhow::anyhow!("raw pipe: not drained within {deadline:?}"))??;
     let raw_rate = n as f64 / raw_elapsed.as_secs_f64();
     let ratio = relay_rate / raw_rate;
 

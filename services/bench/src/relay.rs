@@ -131,11 +131,7 @@ impl Bench {
 
     /// Automated reviewers for the pools in `pools`, running until the returned token is
     /// cancelled.
-    pub fn reviewers(
-        &self,
-        pools: &[&str],
-        stats: Arc<ReviewStats>,
-    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    pub fn reviewers(&self, pools: &[&str], stats: Arc<ReviewStats>) -> Reviewers {
         let stop = CancellationToken::new();
         let reviewers = self
             .env
@@ -151,7 +147,7 @@ impl Bench {
             stats,
             stop.clone(),
         ));
-        (stop, task)
+        Reviewers { stop, task }
     }
 
     /// PostgreSQL's clock now: drains are timed on the clock that stamps `delivered_at`.
@@ -236,6 +232,27 @@ impl Bench {
         };
         if let Err(error) = purge.await {
             eprintln!("bench: purging the namespace failed: {error:#}");
+        }
+    }
+}
+
+/// The automated reviewers of a scenario, running until [`Reviewers::stop`].
+pub struct Reviewers {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reviewers {
+    /// Asks the reviewers to stop and waits for them, at most a minute (their HTTP calls time
+    /// out after 30 s): a bench that never ends tells nobody anything.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .is_err()
+        {
+            eprintln!("bench: the reviewers did not stop within a minute; abandoned");
+            self.task.abort();
         }
     }
 }

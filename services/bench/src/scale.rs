@@ -32,7 +32,7 @@ pub async fn run(bench: &mut Bench, n: usize, deadline: Duration) -> anyhow::Res
     county.close().await;
     let stats = Arc::new(ReviewStats::default());
     let pools: Vec<&str> = POOLS.iter().map(|(pool, _)| *pool).collect();
-    let (stop_reviewers, reviewers) = bench.reviewers(&pools, stats);
+    let reviewers = bench.reviewers(&pools, stats);
 
     let t0 = bench.db_now().await?;
     for label in ["scale-dispatcher-1", "scale-dispatcher-2"] {
@@ -44,8 +44,7 @@ pub async fn run(bench: &mut Bench, n: usize, deadline: Duration) -> anyhow::Res
     let elapsed = bench
         .wait_delivered(prefix, n, t0, &mut running, &mut footprints, deadline)
         .await?;
-    stop_reviewers.cancel();
-    reviewers.await.ok();
+    reviewers.stop().await;
 
     // Events travel on their own queue: wait until each step's event is in before counting.
     let n_events = i64::try_from(n * STEPS.len())?;

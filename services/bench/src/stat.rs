@@ -87,7 +87,7 @@ pub async fn run(bench: &mut Bench, settings: &StatSettings) -> anyhow::Result<S
     // Steady background load: the dispatcher drains the backlog, the reviewers work the
     // routine lanes and their results are recorded.
     let stats = Arc::new(ReviewStats::default());
-    let (stop_reviewers, reviewers) = bench.reviewers(&["xy-imaging", "xy-pathology"], stats);
+    let reviewers = bench.reviewers(&["xy-imaging", "xy-pathology"], stats);
     running
         .processes
         .push(bench.start(Service::Dispatcher, "stat-dispatcher")?);
@@ -119,8 +119,7 @@ pub async fn run(bench: &mut Bench, settings: &StatSettings) -> anyhow::Result<S
     }
     county.close().await;
     watcher.abort();
-    stop_reviewers.cancel();
-    reviewers.await.ok();
+    reviewers.stop().await;
     running.stop().await?;
     bench.purge_all().await;
 
