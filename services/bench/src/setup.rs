@@ -152,13 +152,16 @@ impl Environment {
         let queues = self.queues();
         let cleanup = async {
             let connection = Connection::connect(&self.amqp_url, Default::default()).await?;
-            let channel = connection.create_channel().await?;
+            let mut channel = connection.create_channel().await?;
             for queue in &queues {
                 if let Err(error) = channel
                     .queue_delete(queue.as_str().into(), Default::default())
                     .await
                 {
                     eprintln!("bench: could not delete queue {queue}: {error}");
+                    // A failed method closes the channel: the rest need a new one (one run left
+                    // 20 queues behind when they shared the closed channel).
+                    channel = connection.create_channel().await?;
                 }
             }
             for exchange in [
