@@ -459,3 +459,21 @@ impl Drop for NamespaceCleanup {
         cleanup.join().ok();
     }
 }
+
+/// Takes every message waiting in `queue` (acked as taken), on a connection of its own.
+pub async fn take_all(queue: &str) -> Vec<bus::lapin::message::Delivery> {
+    let connection = Connection::connect(&crate::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let mut taken = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        taken.push(message.delivery);
+    }
+    connection.close(200, "queue read".into()).await.ok();
+    taken
+}

@@ -23,7 +23,7 @@ pub mod routing;
 pub mod service_process;
 pub mod sla;
 
-pub use broker::{DeadLetter, Published};
+pub use broker::{DeadLetter, Published, take_all};
 pub use registry::{HOSPITAL_A, HOSPITAL_B, HOSPITAL_C, test_registry, tokens};
 
 use secrecy::SecretString;

@@ -9,8 +9,8 @@ use contract::v1;
 use prost::Message as _;
 use sqlx::PgPool;
 use tests::fixtures::{ecg_request, imaging_request};
+use tests::sla::OwnDispatcher;
 use tests::{HOSPITAL_A, InProcess, TestRelay, amqp_url, test_registry, tokens, wait_until};
-use tokio_util::sync::CancellationToken;
 
 /// Routine requests waiting for the dispatcher: many times its prefetch, so that without the
 /// express lane a STAT request published after them would be routed last.
@@ -44,15 +44,13 @@ async fn a_stat_request_on_the_express_key_is_routed_before_a_waiting_routine_ba
         "the STAT request waits in the express lane, and only there"
     );
 
-    let dispatcher_stop = CancellationToken::new();
-    let (dispatcher, _) = start_dispatcher(&relay, dispatcher_config(&relay), &dispatcher_stop);
+    let dispatcher = OwnDispatcher::start(&relay);
     wait_until(
         "the whole backlog and the STAT request to be routed",
         || async { routed(&relay.db).await == BACKLOG as i64 + 1 },
     )
     .await;
-    dispatcher_stop.cancel();
-    dispatcher.await.unwrap().unwrap();
+    dispatcher.stop().await;
 
     let routed_before_stat: i64 = sqlx::query_scalar(
         "select count(*) from review_requests
@@ -140,8 +138,8 @@ async fn a_stat_request_reaches_its_lane_without_waiting_for_the_relays_poll(db:
     // an hour: the STAT request's rows can only go out through its handler, or through a relay
     // its handler wakes.
     let relay = desk_only_relay(db, InProcess::DESK_ONLY.with_outbox_poll_ms(3_600_000)).await;
-    let stop = CancellationToken::new();
-    let (dispatcher, ready) = start_dispatcher(&relay, dispatcher_config(&relay), &stop);
+    let dispatcher = OwnDispatcher::start(&relay);
+    let ready = format!("{}/ready", dispatcher.metrics_url);
     // Ready: consuming, its relay's first pass (at session start) done.
     tests::wait_until("the dispatcher to be ready", || async {
         matches!(relay.http.get(&ready).send().await, Ok(response) if response.status().is_success())
@@ -161,8 +159,7 @@ async fn a_stat_request_reaches_its_lane_without_waiting_for_the_relays_poll(db:
         relay.take_next(tokens::ECG).await.unwrap()["request_id"],
         "STAT-AT-ONCE"
     );
-    stop.cancel();
-    dispatcher.await.unwrap().unwrap();
+    dispatcher.stop().await;
     relay.stop().await;
 }
 
@@ -182,29 +179,6 @@ async fn publish_stat_ecg(relay: &TestRelay, request_id: &str, record: &str) {
 /// A relay whose dispatcher the test starts itself.
 async fn desk_only_relay(db: PgPool, in_process: InProcess) -> TestRelay {
     TestRelay::start_running(db, &amqp_url(), &test_registry(HOSPITAL_A), in_process).await
-}
-
-fn dispatcher_config(relay: &TestRelay) -> dispatcher::Config {
-    dispatcher::Config {
-        service: relay.service_config(),
-        ..Default::default()
-    }
-}
-
-/// Starts a dispatcher in-process; returns its task and its `/ready` URL.
-fn start_dispatcher(
-    relay: &TestRelay,
-    config: dispatcher::Config,
-    stop: &CancellationToken,
-) -> (tokio::task::JoinHandle<anyhow::Result<()>>, String) {
-    let (listener, url) = tests::metrics_listener();
-    let task = tokio::spawn(dispatcher::run(
-        config,
-        relay.db.clone(),
-        listener,
-        stop.clone(),
-    ));
-    (task, format!("{url}/ready"))
 }
 
 async fn outbox_rows(db: &PgPool) -> i64 {

@@ -18,8 +18,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bus::lapin::Connection;
-use bus::lapin::options::BasicGetOptions;
 use contract::v1;
 use domain::RequestState::{self, Claimed, Delivered, Received, Reported, Routed};
 use domain::{PoolCode, Priority};
@@ -476,23 +474,16 @@ async fn assert_nothing_refused_or_left(relay: &TestRelay) {
 
 /// Takes every message of a lane; returns the relay's request id each one names.
 async fn take_lane(queue: &str) -> Vec<Uuid> {
-    let connection = Connection::connect(&tests::amqp_url(), Default::default())
+    tests::take_all(queue)
         .await
-        .unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let mut ids = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let headers = message.delivery.properties.headers().as_ref();
-        let id = bus::header_str(headers, bus::messages::RELAY_REQUEST_UUID_HEADER)
-            .expect("a lane message names its request");
-        ids.push(id.parse().unwrap());
-    }
-    connection.close(200, "lane read".into()).await.ok();
-    ids
+        .iter()
+        .map(|delivery| {
+            let headers = delivery.properties.headers().as_ref();
+            let id = bus::header_str(headers, bus::messages::RELAY_REQUEST_UUID_HEADER)
+                .expect("a lane message names its request");
+            id.parse().unwrap()
+        })
+        .collect()
 }
 
 /// A `count(*)` query without parameters. Plain `query_scalar` rather than `query!`, so that this

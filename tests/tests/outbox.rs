@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use bus::lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use bus::lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use bus::lapin::types::FieldTable;
 use bus::lapin::{Connection, ConnectionProperties};
 use bus::{OutgoingMessage, Publisher};
@@ -83,7 +83,7 @@ async fn publish_rows_sends_the_named_rows_once_and_skips_a_row_another_pass_hol
         "published rows are deleted"
     );
     assert_eq!(
-        take_all(&channel, &queue).await,
+        take_all(&queue).await,
         vec!["probe-0", "probe-1"],
         "exactly the free rows reached the queue, in order"
     );
@@ -91,13 +91,13 @@ async fn publish_rows_sends_the_named_rows_once_and_skips_a_row_another_pass_hol
     holder.rollback().await.unwrap();
     assert_eq!(relay.publish_rows(&ids).await.unwrap(), 1);
     assert!(remaining(&db).await.is_empty());
-    assert_eq!(take_all(&channel, &queue).await, vec!["probe-2"]);
+    assert_eq!(take_all(&queue).await, vec!["probe-2"]);
     assert_eq!(
         relay.publish_rows(&ids).await.unwrap(),
         0,
         "a published row is never published again"
     );
-    assert!(take_all(&channel, &queue).await.is_empty());
+    assert!(take_all(&queue).await.is_empty());
 
     channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
@@ -113,16 +113,14 @@ async fn remaining(db: &PgPool) -> Vec<i64> {
         .unwrap()
 }
 
-/// Every message waiting in `queue`, acked, by message id.
-async fn take_all(channel: &bus::lapin::Channel, queue: &str) -> Vec<String> {
-    let mut taken = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+/// Every message waiting in `queue`, taken, by message id.
+async fn take_all(queue: &str) -> Vec<String> {
+    tests::take_all(queue)
         .await
-        .unwrap()
-    {
-        let id = message.delivery.properties.message_id().clone();
-        taken.push(id.map(|id| id.to_string()).unwrap_or_default());
-    }
-    taken
+        .iter()
+        .map(|delivery| {
+            let id = delivery.properties.message_id().clone();
+            id.map(|id| id.to_string()).unwrap_or_default()
+        })
+        .collect()
 }

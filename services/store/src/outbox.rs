@@ -194,10 +194,10 @@ impl OutboxRelay {
     /// calls right after committing a STAT request, so that its lane message is not queued
     /// behind a routine batch. Rows another pass holds (it locked them first) are skipped: that
     /// pass publishes them. Returns how many rows this call published.
-    pub async fn publish_rows(&self, ids: &[i64]) -> Result<usize, PublishRowsError> {
+    pub async fn publish_rows(&self, ids: &[i64]) -> Result<usize, FlushError> {
         let mut tx = self.db.begin().await?;
         let rows = self.locked_rows(&mut tx, ids).await?;
-        Ok(self.publish_locked(tx, rows).await?)
+        self.publish_locked(tx, rows).await
     }
 
     /// Publishes `rows`, locked by `tx`, waits for every confirm, then deletes them and commits.
@@ -347,20 +347,9 @@ impl OutboxRow {
     }
 }
 
-/// Why [`OutboxRelay::publish_rows`] could not publish: the rows stay in the outbox, and the
-/// relay's next pass publishes them.
+/// Why rows could not be published: they stay in the outbox, for the relay's next pass.
 #[derive(Debug, thiserror::Error)]
-#[error(transparent)]
-pub struct PublishRowsError(#[from] FlushError);
-
-impl From<sqlx::Error> for PublishRowsError {
-    fn from(error: sqlx::Error) -> Self {
-        Self(FlushError::Database(error))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum FlushError {
+pub enum FlushError {
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
